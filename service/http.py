@@ -1,0 +1,250 @@
+"""The HTTP door: pages, the JSON API, health and metrics.
+
+Routes parse the body (JSON, or a form carrying its CSRF token), find the logged-in user from
+the server-side session and hand over to `accounts` or `chat`. Every reply to a request is
+observed once, in `after_request`: an `http_request` log line and its metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from prometheus_client.exposition import choose_encoder
+from werkzeug.exceptions import HTTPException
+
+from service.accounts import MIN_PASSWORD_LENGTH, USERNAME_PATTERN, Accounts
+from service.chat import ChatService
+from service.errors import ChatError
+from service.security import add_security_headers, check_request_origin, csrf_token
+from service.sockets import SESSION_TOKEN_KEY
+from service.telemetry.events import Telemetry
+from service.telemetry.metrics import UNMATCHED_ROUTE
+
+bp = Blueprint("chat", __name__)
+
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                    415: "unsupported_media_type"}  # fmt: skip
+
+
+def accounts() -> Accounts:
+    return current_app.extensions["chat.accounts"]  # type: ignore[no-any-return]
+
+
+def chat() -> ChatService:
+    return current_app.extensions["chat.service"]  # type: ignore[no-any-return]
+
+
+def telemetry() -> Telemetry:
+    return current_app.extensions["chat.telemetry"]  # type: ignore[no-any-return]
+
+
+def payload() -> object:
+    """The request body as data: parsed JSON, or the form's fields."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if body is None:
+            raise ChatError("invalid_payload", "the body is not valid JSON")
+        return body
+    return request.form.to_dict()
+
+
+def is_form() -> bool:
+    return not request.is_json
+
+
+def remote_addr() -> str:
+    return request.remote_addr or ""
+
+
+def current_user() -> str | None:
+    user: str | None = g.get("user")
+    return user
+
+
+def require_user() -> str:
+    user = current_user()
+    if user is None:
+        raise ChatError("unauthorized", "log in first")
+    return user
+
+
+# -- pages ------------------------------------------------------------------------------------
+@bp.get("/")
+def index() -> Any:
+    user = current_user()
+    if user is None:
+        return redirect(url_for("chat.login_page"))
+    return render_template(
+        "chat.html",
+        username=user,
+        csrf_token=csrf_token(),
+        max_message_length=current_app.config["MAX_MESSAGE_LENGTH"],
+        history_limit=current_app.config["HISTORY_LIMIT"],
+    )
+
+
+@bp.get("/login")
+def login_page() -> Any:
+    return render_template(
+        "login.html",
+        csrf_token=csrf_token(),
+        min_password_length=MIN_PASSWORD_LENGTH,
+        username_pattern=f"^{USERNAME_PATTERN.pattern}$",
+    )
+
+
+# -- accounts ---------------------------------------------------------------------------------
+@bp.post("/register")
+def register() -> Any:
+    username = accounts().register(payload(), remote_addr())
+    if is_form():
+        return redirect(url_for("chat.login_page"), 303)
+    return jsonify(username=username), 201
+
+
+@bp.post("/login")
+def login() -> Any:
+    username, token = accounts().login(payload(), remote_addr())
+    session.clear()  # a fresh session: no fixation, a new CSRF token
+    session[SESSION_TOKEN_KEY] = token
+    session.permanent = True
+    if is_form():
+        return redirect(url_for("chat.index"), 303)
+    return jsonify(username=username)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    token = session.get(SESSION_TOKEN_KEY)
+    user = current_user()
+    if user is not None and isinstance(token, str):
+        accounts().logout(token, user)
+        chat().end_session(token)
+    session.clear()
+    if is_form():
+        return redirect(url_for("chat.login_page"), 303)
+    return Response(status=204)
+
+
+# -- chat -------------------------------------------------------------------------------------
+@bp.post("/send")
+def send() -> Any:
+    user = current_user()
+    if user is None:
+        telemetry().message_rejected(None, None, "http", "unauthorized")
+        raise ChatError("unauthorized", "log in first")
+    message = chat().post_message(user, payload(), "http")
+    if is_form():
+        return redirect(url_for("chat.index"), 303)
+    return jsonify(message.as_dict()), 201
+
+
+@bp.get("/rooms")
+def rooms() -> Any:
+    require_user()
+    return jsonify(chat().rooms())
+
+
+@bp.get("/rooms/<room>/messages")
+def room_messages(room: str) -> Any:
+    user = require_user()
+    after = _int_arg("after", 0)
+    limit = _int_arg("limit", None)
+    messages = chat().history(user, room, after=after, limit=limit)
+    return jsonify([m.as_dict() for m in messages])
+
+
+def _int_arg(name: str, default: int | None) -> Any:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise ChatError("invalid_payload", f"'{name}' must be a non-negative integer")
+    return int(raw)
+
+
+# -- operations -------------------------------------------------------------------------------
+@bp.get("/healthz")
+def healthz() -> Any:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    checks = current_app.extensions["chat.readiness"]()
+    down = [name for name, state in checks.items() if state != "ok"]
+    if down:
+        body = {"error": "not_ready", "message": f"unreachable: {', '.join(down)}", **checks}
+        return jsonify(body), 503
+    return jsonify(status="ok", **checks)
+
+
+@bp.get("/metrics")
+def metrics() -> Any:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    registry = telemetry().metrics.registry
+    return Response(encoder(registry), headers={"Content-Type": content_type})
+
+
+# -- hooks ------------------------------------------------------------------------------------
+def install_http(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def start_request() -> None:
+        g.started = time.perf_counter()
+        g.user = accounts().session_user(session.get(SESSION_TOKEN_KEY))
+        check_request_origin()
+
+    @app.after_request
+    def finish_request(response: Response) -> Response:
+        add_security_headers(response)
+        rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+        telemetry().http_request(
+            method=request.method,
+            path=request.path,
+            route=rule,
+            status=response.status_code,
+            duration_s=time.perf_counter() - g.get("started", time.perf_counter()),
+            remote_addr=remote_addr(),
+        )
+        return response
+
+    @app.errorhandler(ChatError)
+    def chat_error(error: ChatError) -> Any:
+        if error.code in ("csrf_failed", "unsupported_media_type"):
+            telemetry().request_rejected(request.method, request.path, remote_addr(), error.code)
+        response = jsonify(error.as_reply())
+        response.status_code = error.status
+        if error.retry_after is not None:
+            response.headers["Retry-After"] = str(int(error.retry_after))
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        status = error.code or 500
+        code = HTTP_ERROR_CODES.get(status, "invalid_payload" if status < 500 else "internal_error")
+        response = jsonify(error=code, message=error.description or error.name)
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception) -> Any:
+        telemetry().unhandled_error(f"http:{request.method} {request.path}")
+        response = jsonify(error="internal_error", message="the server failed; try again")
+        response.status_code = 500
+        return response

@@ -1,0 +1,129 @@
+"""The Socket.IO door: authenticate connections and hand each event to the chat domain.
+
+Every handler is wrapped by `socket_event`, which finds the connection, checks its session is
+still alive (a logout elsewhere ends it), binds `user`/`sid` to the log context, times the
+event, and turns a refusal into the contract's ack `{ok: false, error, message}`. Nothing a
+client sends reaches the domain unparsed, and no exception escapes to python-socketio.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+from flask import request, session
+from flask_socketio import SocketIO
+
+from service.accounts import Accounts
+from service.chat import ChatService
+from service.connections import Connection
+from service.errors import ChatError
+from service.telemetry.events import Telemetry, disconnect_reason
+
+# Socket.IO rooms also hold each sid's own room: prefixing ours keeps a chat room named like
+# somebody's sid from reaching that connection.
+ROOM_PREFIX: Final = "room:"
+
+SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (a session key name, not a secret)
+
+
+class SocketIOBroadcaster:
+    """The chat domain's view of Socket.IO rooms (through the message queue when there is one)."""
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self.socketio = socketio
+
+    def emit(self, event: str, data: Any, room: str, skip_sid: str | None = None) -> None:
+        self.socketio.emit(event, data, to=ROOM_PREFIX + room, skip_sid=skip_sid, namespace="/")
+
+    def enter(self, sid: str, room: str) -> None:
+        self.socketio.server.enter_room(sid, ROOM_PREFIX + room, namespace="/")
+
+    def exit(self, sid: str, room: str) -> None:
+        self.socketio.server.leave_room(sid, ROOM_PREFIX + room, namespace="/")
+
+    def disconnect(self, sid: str) -> None:
+        self.socketio.server.disconnect(sid, namespace="/")
+
+
+def register_socket_handlers(
+    socketio: SocketIO, chat: ChatService, accounts: Accounts, telemetry: Telemetry
+) -> None:
+    def socket_event(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorate(handle: Callable[[Connection, object], Any]) -> Callable[..., Any]:
+            @functools.wraps(handle)
+            def handler(*args: Any) -> Any:
+                started = time.perf_counter()
+                sid: str = request.sid  # type: ignore[attr-defined]
+                connection = chat.connections.get(sid)
+                try:
+                    if connection is None or (
+                        accounts.session_user(connection.session_token) != connection.user
+                    ):
+                        if connection is not None:
+                            chat.broadcaster.disconnect(sid)
+                        raise ChatError("unauthorized", "your session has ended; log in again")
+                    with structlog.contextvars.bound_contextvars(user=connection.user, sid=sid):
+                        return handle(connection, args[0] if args else None)
+                except ChatError as refusal:
+                    return refusal.as_ack()
+                except Exception:
+                    telemetry.unhandled_error(f"socket:{name}")
+                    return ChatError("internal_error", "the server failed; try again").as_ack()
+                finally:
+                    telemetry.socket_event_handled(name, time.perf_counter() - started)
+
+            socketio.on_event(name, handler)
+            return handler
+
+        return decorate
+
+    @socketio.on("connect")
+    def on_connect(auth: object = None) -> None:
+        """A browser connects with its session cookie; anyone else is refused."""
+        started = time.perf_counter()
+        try:
+            token = session.get(SESSION_TOKEN_KEY)
+            user = accounts.session_user(token)
+            if user is None or not isinstance(token, str):
+                telemetry.connect_rejected(request.remote_addr or "", "unauthorized")
+                raise ConnectionRefusedError("unauthorized")
+            sid: str = request.sid  # type: ignore[attr-defined]
+            chat.connect(sid, user, token, socketio.server.transport(sid))
+        finally:
+            telemetry.socket_event_handled("connect", time.perf_counter() - started)
+
+    @socketio.on("disconnect")
+    def on_disconnect(reason: object = None) -> None:
+        """The connection ended: it leaves every room it was in, each with a `left` event."""
+        started = time.perf_counter()
+        try:
+            chat.disconnect(request.sid, disconnect_reason(reason))  # type: ignore[attr-defined]
+        except Exception:
+            telemetry.unhandled_error("socket:disconnect")
+        finally:
+            telemetry.socket_event_handled("disconnect", time.perf_counter() - started)
+
+    @socket_event("join")
+    def on_join(connection: Connection, payload: object) -> dict[str, Any]:
+        """`join {room}`: enters the room; acks members and history; room gets `joined`."""
+        return chat.join(connection, payload)
+
+    @socket_event("leave")
+    def on_leave(connection: Connection, payload: object) -> dict[str, Any]:
+        """`leave {room}`: leaves the room; the room gets `left`."""
+        return chat.leave(connection, payload)
+
+    @socket_event("message")
+    def on_message(connection: Connection, payload: object) -> dict[str, Any]:
+        """`message {room, text}`: the room, sender included, gets the message object."""
+        message = chat.post_message(connection.user, payload, "socket", connection)
+        return {"ok": True, "id": message.id}
+
+    @socket_event("typing")
+    def on_typing(connection: Connection, payload: object) -> None:
+        """`typing {room}`: the room's other connections get `typing {room, user}`; no ack."""
+        chat.typing(connection, payload)

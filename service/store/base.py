@@ -1,0 +1,62 @@
+"""The store's interface and the values it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    room: str
+    user: str
+    text: str
+    ts: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "room": self.room, "user": self.user, "text": self.text,
+                "ts": self.ts}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    members: list[str]
+    history: list[Message]
+    added: bool  # the connection was not in the room before
+    activated: bool  # the room had no members before
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveResult:
+    members: list[str]
+    removed: bool  # the connection was in the room
+    emptied: bool  # nobody is left
+
+
+class RoomLimitReached(Exception):
+    """Every room place is taken by a room with members."""
+
+
+class ChatStore(Protocol):
+    name: str
+    epoch: str  # changes when the store starts afresh: message ids restart then
+
+    # users (keys are case-folded: "Alice" and "alice" are one account)
+    def add_user(self, username: str, password_hash: str) -> bool: ...
+    def find_user(self, username: str) -> tuple[str, str] | None: ...
+    def user_count(self) -> int: ...
+
+    # server-side sessions
+    def create_session(self, token: str, username: str, lifetime_s: float) -> None: ...
+    def session_user(self, token: str) -> str | None: ...
+    def delete_session(self, token: str) -> None: ...
+
+    # rooms, members and messages
+    def join(self, room: str, user: str, sid: str) -> JoinResult: ...
+    def leave(self, room: str, user: str, sid: str) -> LeaveResult: ...
+    def is_member(self, room: str, user: str) -> bool: ...
+    def append_message(self, room: str, user: str, text: str, ts: str) -> Message: ...
+    def history(self, room: str, after: int = 0, limit: int | None = None) -> list[Message]: ...
+    def active_rooms(self) -> dict[str, int]: ...
+    def ping(self) -> None: ...

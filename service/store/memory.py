@@ -1,0 +1,157 @@
+"""The embedded default: everything in this process's memory, bounded.
+
+Memory stays bounded: each room keeps its last `history_limit` messages, at most `max_rooms`
+rooms exist (an idle room with no members is evicted, oldest activity first, to make place),
+each user keeps at most `MAX_SESSIONS_PER_USER` sessions, and expired sessions are swept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from service.store.base import JoinResult, LeaveResult, Message, RoomLimitReached
+
+MAX_SESSIONS_PER_USER = 20
+
+
+@dataclass
+class _Room:
+    history: deque[Message]
+    last_id: int = 0
+    connections: dict[str, set[str]] = field(default_factory=dict)  # user -> sids
+
+    def members(self) -> list[str]:
+        return sorted(self.connections)
+
+
+class MemoryStore:
+    name = "memory"
+
+    def __init__(self, history_limit: int = 100, max_rooms: int = 1000) -> None:
+        self.history_limit = history_limit
+        self.max_rooms = max_rooms
+        self.epoch = uuid.uuid4().hex[:12]
+        self._lock = threading.RLock()
+        self._users: dict[str, tuple[str, str]] = {}  # folded -> (username, hash)
+        self._sessions: dict[str, tuple[str, float]] = {}  # token -> (username, expiry)
+        self._sessions_of: dict[str, list[str]] = {}  # username -> tokens, oldest first
+        self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently active first
+
+    # -- users ---------------------------------------------------------------------------------
+    def add_user(self, username: str, password_hash: str) -> bool:
+        with self._lock:
+            key = username.casefold()
+            if key in self._users:
+                return False
+            self._users[key] = (username, password_hash)
+            return True
+
+    def find_user(self, username: str) -> tuple[str, str] | None:
+        with self._lock:
+            return self._users.get(username.casefold())
+
+    def user_count(self) -> int:
+        return len(self._users)
+
+    # -- sessions ------------------------------------------------------------------------------
+    def create_session(self, token: str, username: str, lifetime_s: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            tokens = self._sessions_of.setdefault(username, [])
+            tokens[:] = [t for t in tokens if self._live(t, now)]
+            while len(tokens) >= MAX_SESSIONS_PER_USER:
+                self._sessions.pop(tokens.pop(0), None)
+            tokens.append(token)
+            self._sessions[token] = (username, now + lifetime_s)
+
+    def _live(self, token: str, now: float) -> bool:
+        entry = self._sessions.get(token)
+        if entry is None:
+            return False
+        if entry[1] <= now:
+            del self._sessions[token]
+            return False
+        return True
+
+    def session_user(self, token: str) -> str | None:
+        with self._lock:
+            if not self._live(token, time.monotonic()):
+                return None
+            return self._sessions[token][0]
+
+    def delete_session(self, token: str) -> None:
+        with self._lock:
+            entry = self._sessions.pop(token, None)
+            if entry is not None:
+                tokens = self._sessions_of.get(entry[0], [])
+                if token in tokens:
+                    tokens.remove(token)
+                if not tokens:
+                    self._sessions_of.pop(entry[0], None)
+
+    # -- rooms ---------------------------------------------------------------------------------
+    def _room_for_join(self, name: str) -> _Room:
+        room = self._rooms.get(name)
+        if room is not None:
+            self._rooms.move_to_end(name)
+            return room
+        if len(self._rooms) >= self.max_rooms:
+            idle = next((n for n, r in self._rooms.items() if not r.connections), None)
+            if idle is None:
+                raise RoomLimitReached
+            del self._rooms[idle]
+        room = self._rooms[name] = _Room(history=deque(maxlen=self.history_limit))
+        return room
+
+    def join(self, room: str, user: str, sid: str) -> JoinResult:
+        with self._lock:
+            state = self._room_for_join(room)
+            activated = not state.connections
+            sids = state.connections.setdefault(user, set())
+            added = sid not in sids
+            sids.add(sid)
+            return JoinResult(state.members(), list(state.history), added, activated)
+
+    def leave(self, room: str, user: str, sid: str) -> LeaveResult:
+        with self._lock:
+            state = self._rooms.get(room)
+            sids = state.connections.get(user) if state else None
+            if state is None or sids is None or sid not in sids:
+                return LeaveResult(state.members() if state else [], False, False)
+            sids.discard(sid)
+            if not sids:
+                del state.connections[user]
+            return LeaveResult(state.members(), True, not state.connections)
+
+    def is_member(self, room: str, user: str) -> bool:
+        with self._lock:
+            state = self._rooms.get(room)
+            return state is not None and user in state.connections
+
+    def append_message(self, room: str, user: str, text: str, ts: str) -> Message:
+        with self._lock:
+            state = self._rooms[room]  # the sender is a member, so the room exists
+            self._rooms.move_to_end(room)
+            state.last_id += 1
+            message = Message(state.last_id, room, user, text, ts)
+            state.history.append(message)
+            return message
+
+    def history(self, room: str, after: int = 0, limit: int | None = None) -> list[Message]:
+        with self._lock:
+            state = self._rooms.get(room)
+            if state is None:
+                return []
+            found = [m for m in state.history if m.id > after]
+        return found[:limit] if limit is not None else found
+
+    def active_rooms(self) -> dict[str, int]:
+        with self._lock:
+            return {n: len(r.connections) for n, r in self._rooms.items() if r.connections}
+
+    def ping(self) -> None:
+        return None

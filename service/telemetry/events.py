@@ -1,0 +1,216 @@
+"""The service's events: each method writes one log line and moves that event's metrics.
+
+`LOG_EVENTS` lists every event with its level and fields (besides `timestamp`, `level`,
+`event`); the README's log table and a test keep it in agreement with the contract. Domain
+code calls these methods and nothing else for observation, so a message sent over Socket.IO
+and one sent over HTTP are observed the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from service.telemetry.logging import get_logger
+from service.telemetry.metrics import (
+    DISCONNECT_REASONS,
+    REJECTION_REASONS,
+    ChatMetrics,
+)
+
+INFO: Final = "info"
+WARNING: Final = "warning"
+ERROR: Final = "error"
+
+LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "service_started": (INFO, ("host", "port", "async_mode", "store", "message_queue", "version")),
+    "service_stopping": (INFO, ("reason",)),
+    "secret_key_generated": (WARNING, ("hint",)),
+    "user_registered": (INFO, ("user",)),
+    "registration_failed": (WARNING, ("user", "remote_addr", "reason")),
+    "login_succeeded": (INFO, ("user", "remote_addr")),
+    "login_failed": (WARNING, ("user", "remote_addr", "reason")),
+    "logout": (INFO, ("user",)),
+    "client_connected": (INFO, ("user", "sid", "transport")),
+    "client_disconnected": (INFO, ("user", "sid", "reason", "duration_s")),
+    "connect_rejected": (WARNING, ("remote_addr", "reason")),
+    "room_joined": (INFO, ("user", "room", "sid", "members")),
+    "room_left": (INFO, ("user", "room", "sid", "members", "reason")),
+    "message_sent": (INFO, ("user", "room", "message_id", "source", "length", "text")),
+    "message_rejected": (WARNING, ("user", "room", "source", "reason")),
+    "event_rejected": (WARNING, ("user", "sid", "socket_event", "room", "reason")),
+    "request_rejected": (WARNING, ("method", "path", "remote_addr", "reason")),
+    "http_request": (INFO, ("method", "path", "status", "duration_ms", "remote_addr")),
+    "unhandled_error": (ERROR, ("where",)),
+}
+
+_LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
+
+
+def disconnect_reason(reason: object) -> str:
+    """python-socketio's reason ("client disconnect") as a bounded label value."""
+    value = str(reason or "other").strip().lower().replace(" ", "_")
+    return value if value in DISCONNECT_REASONS else "other"
+
+
+class Telemetry:
+    """The one place where the service's events are logged and counted."""
+
+    def __init__(self, metrics: ChatMetrics, log_message_text: bool = True) -> None:
+        self.metrics = metrics
+        self.log_message_text = log_message_text
+        self.log = get_logger("chat")
+
+    def _write(self, event: str, **fields: Any) -> None:
+        level, _ = LOG_EVENTS[event]
+        self.log.log(_LEVELS[level], event, **fields)
+
+    # -- process ---------------------------------------------------------------------------
+    def service_started(
+        self, host: str, port: int, async_mode: str, store: str, message_queue: str, version: str
+    ) -> None:
+        self.metrics.build_info.labels(version, async_mode, store).set(1)
+        self._write(
+            "service_started",
+            host=host,
+            port=port,
+            async_mode=async_mode,
+            store=store,
+            message_queue=message_queue,
+            version=version,
+        )
+
+    def service_stopping(self, reason: str) -> None:
+        self._write("service_stopping", reason=reason)
+
+    def secret_key_generated(self) -> None:
+        self._write(
+            "secret_key_generated",
+            hint="CHAT_SECRET_KEY is unset: sessions end when this process stops "
+            "and are not shared with other processes",
+        )
+
+    def unhandled_error(self, where: str) -> None:
+        self.log.exception("unhandled_error", where=where)
+
+    # -- accounts --------------------------------------------------------------------------
+    def user_registered(self, user: str) -> None:
+        self.metrics.registrations_total.inc()
+        self._write("user_registered", user=user)
+
+    def registration_failed(self, user: str | None, remote_addr: str, reason: str) -> None:
+        self._write("registration_failed", user=user, remote_addr=remote_addr, reason=reason)
+
+    def login_succeeded(self, user: str, remote_addr: str) -> None:
+        self.metrics.logins_total.labels("success").inc()
+        self._write("login_succeeded", user=user, remote_addr=remote_addr)
+
+    def login_failed(self, user: str | None, remote_addr: str, reason: str) -> None:
+        result = "rate_limited" if reason == "rate_limited" else "failure"
+        self.metrics.logins_total.labels(result).inc()
+        self._write("login_failed", user=user, remote_addr=remote_addr, reason=reason)
+
+    def logout(self, user: str) -> None:
+        self.metrics.logouts_total.inc()
+        self._write("logout", user=user)
+
+    # -- connections -----------------------------------------------------------------------
+    def client_connected(self, user: str, sid: str, transport: str) -> None:
+        self.metrics.connects_total.inc()
+        self._write("client_connected", user=user, sid=sid, transport=transport)
+
+    def client_disconnected(self, user: str, sid: str, reason: str, duration_s: float) -> None:
+        self.metrics.disconnects_total.labels(reason).inc()
+        self._write(
+            "client_disconnected",
+            user=user,
+            sid=sid,
+            reason=reason,
+            duration_s=round(duration_s, 3),
+        )
+
+    def connect_rejected(self, remote_addr: str, reason: str) -> None:
+        self.metrics.connect_rejections_total.labels(reason).inc()
+        self._write("connect_rejected", remote_addr=remote_addr, reason=reason)
+
+    # -- rooms and messages ----------------------------------------------------------------
+    def room_joined(self, user: str, room: str, sid: str, members: int, first: bool) -> None:
+        """`first`: the room just became active (it claims a room label if one is free)."""
+        label = self.metrics.rooms.claim(room) if first else self.metrics.rooms.label(room)
+        self.metrics.room_joins_total.labels(label).inc()
+        self._write("room_joined", user=user, room=room, sid=sid, members=members)
+
+    def room_left(
+        self, user: str, room: str, sid: str, members: int, reason: str, emptied: bool
+    ) -> None:
+        """`emptied`: nobody is left, so the room's series go and free its label."""
+        self.metrics.room_leaves_total.labels(self.metrics.rooms.label(room), reason).inc()
+        if emptied:
+            self.metrics.forget_room(room)
+        self._write("room_left", user=user, room=room, sid=sid, members=members, reason=reason)
+
+    def message_sent(self, user: str, room: str, message_id: int, source: str, text: str) -> None:
+        size = len(text.encode("utf-8"))
+        self.metrics.messages_total.labels(self.metrics.rooms.label(room), source).inc()
+        self.metrics.message_size_bytes.labels(source).observe(size)
+        fields: dict[str, Any] = {
+            "user": user,
+            "room": room,
+            "message_id": message_id,
+            "source": source,
+            "length": len(text),
+        }
+        if self.log_message_text:
+            fields["text"] = text
+        self._write("message_sent", **fields)
+
+    def message_rejected(
+        self, user: str | None, room: str | None, source: str, reason: str
+    ) -> None:
+        label = reason if reason in REJECTION_REASONS else "invalid_payload"
+        self.metrics.messages_rejected_total.labels(source, label).inc()
+        self._write("message_rejected", user=user, room=room, source=source, reason=reason)
+
+    def event_rejected(
+        self, user: str, sid: str, event: str, room: str | None, reason: str
+    ) -> None:
+        """A refused `join`, `leave` or `typing` (refused messages are `message_rejected`)."""
+        self._write(
+            "event_rejected", user=user, sid=sid, socket_event=event, room=room, reason=reason
+        )
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def request_rejected(self, method: str, path: str, remote_addr: str, reason: str) -> None:
+        self._write(
+            "request_rejected", method=method, path=path, remote_addr=remote_addr, reason=reason
+        )
+
+    def http_request(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        duration_s: float,
+        remote_addr: str,
+    ) -> None:
+        from service.telemetry.metrics import bounded_method, http_event
+
+        method_label = bounded_method(method)
+        self.metrics.http_requests_total.labels(method_label, route, str(status)).inc()
+        if route != "unmatched":
+            self.metrics.event_duration_seconds.labels(http_event(method_label, route)).observe(
+                duration_s
+            )
+        self._write(
+            "http_request",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=round(duration_s * 1000, 2),
+            remote_addr=remote_addr,
+        )
+
+    def socket_event_handled(self, event: str, duration_s: float) -> None:
+        """Latency of a socket event (no log line: the event's own line says what happened)."""
+        self.metrics.event_duration_seconds.labels(event).observe(duration_s)

@@ -1,0 +1,265 @@
+"""Every Prometheus metric of the service, in one place.
+
+Naming rule (Prometheus conventions): prefix `chat_`, base units (`_seconds`, `_bytes`),
+counters end in `_total` (prometheus-client adds it), gauges name a current amount.
+
+No label ever takes an unbounded value: never a user, sid or message id. Bounded labels have
+an Enum-like tuple of known values, all pre-created so every series exists at 0 from start-up.
+`room` is bounded by `CHAT_METRICS_MAX_ROOMS`: the first rooms to become active get their own
+label, later ones share `room="_other"` (as Synapse does with its `other` bucket), and a room's
+series are removed when it empties, freeing its place. Gauges are read from the live state at
+scrape time, so they cannot drift from it.
+
+Each app owns its registry (tests build many apps in one process); the process and platform
+collectors of prometheus-client are registered on it as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# `_created` samples double the series count and Prometheus has no use for them in text format.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+OTHER_ROOM: Final = "_other"
+
+LOGIN_RESULTS: Final = ("success", "failure", "rate_limited")
+SOURCES: Final = ("socket", "http")
+LEAVE_REASONS: Final = ("leave", "disconnect")
+DISCONNECT_REASONS: Final = (
+    "client_disconnect",
+    "server_disconnect",
+    "ping_timeout",
+    "transport_close",
+    "transport_error",
+    "other",
+)
+CONNECT_REJECTION_REASONS: Final = ("unauthorized",)
+REJECTION_REASONS: Final = (
+    "invalid_payload",
+    "invalid_room",
+    "empty_message",
+    "message_too_long",
+    "not_in_room",
+    "rate_limited",
+    "room_limit_reached",
+    "unauthorized",
+)
+SOCKET_EVENTS: Final = ("connect", "disconnect", "join", "leave", "message", "typing")
+HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+UNMATCHED_ROUTE: Final = "unmatched"
+
+EVENT_DURATION_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+MESSAGE_SIZE_BUCKETS: Final = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class RoomLabels:
+    """Which rooms have a `room` label of their own, at most `max_rooms` at a time."""
+
+    def __init__(self, max_rooms: int) -> None:
+        self.max_rooms = max_rooms
+        self._labelled: set[str] = set()
+
+    def claim(self, room: str) -> str:
+        """A room became active: give it its own label while places remain."""
+        if room not in self._labelled and len(self._labelled) < self.max_rooms:
+            self._labelled.add(room)
+        return self.label(room)
+
+    def label(self, room: str) -> str:
+        return room if room in self._labelled else OTHER_ROOM
+
+    def release(self, room: str) -> bool:
+        """A room emptied: free its place. True when it had one (its series must go)."""
+        if room in self._labelled:
+            self._labelled.discard(room)
+            return True
+        return False
+
+
+class RoomMembersCollector(Collector):
+    """`chat_room_members{room}`, computed from the live membership at scrape time."""
+
+    def __init__(self, labels: RoomLabels, member_counts: Callable[[], Mapping[str, int]]):
+        self.labels = labels
+        self.member_counts = member_counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("chat_room_members", "Users in each room now.", labels=["room"])
+        totals: dict[str, int] = {}
+        for room, members in self.member_counts().items():
+            if members > 0:
+                label = self.labels.label(room)
+                totals[label] = totals.get(label, 0) + members
+        for label, members in sorted(totals.items()):
+            family.add_metric([label], members)
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("chat_room_members", "Users in each room now.", labels=["room"])
+
+
+class ChatMetrics:
+    """The service's metrics on one registry."""
+
+    def __init__(
+        self,
+        max_rooms: int,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.registry.register(GC_COLLECTOR)
+        self.rooms = RoomLabels(max_rooms)
+        r = self.registry
+
+        self.build_info = Gauge(
+            "chat_build_info",
+            "Always 1; the labels say what is running.",
+            ["version", "async_mode", "store"],
+            registry=r,
+        )
+        self.registrations_total = Counter(
+            "chat_registrations_total", "Users registered.", registry=r
+        )
+        self.logins_total = Counter(
+            "chat_logins_total", "Login attempts by result.", ["result"], registry=r
+        )
+        self.logouts_total = Counter("chat_logouts_total", "Logouts.", registry=r)
+        self.connections = Gauge("chat_connections", "Socket.IO connections open now.", registry=r)
+        self.connects_total = Counter(
+            "chat_connects_total", "Socket.IO connections accepted.", registry=r
+        )
+        self.disconnects_total = Counter(
+            "chat_disconnects_total", "Socket.IO disconnections by reason.", ["reason"], registry=r
+        )
+        self.connect_rejections_total = Counter(
+            "chat_connect_rejections_total",
+            "Socket.IO connections refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.users_online = Gauge(
+            "chat_users_online", "Users with at least one open connection.", registry=r
+        )
+        self.rooms_gauge = Gauge("chat_rooms", "Rooms with at least one member.", registry=r)
+        self.room_joins_total = Counter(
+            "chat_room_joins_total", "Users joining rooms.", ["room"], registry=r
+        )
+        self.room_leaves_total = Counter(
+            "chat_room_leaves_total", "Users leaving rooms, by reason.", ["room", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.messages_total = Counter(
+            "chat_messages_total", "Messages sent, by room and door.", ["room", "source"],
+            registry=r,
+        )  # fmt: skip
+        self.messages_rejected_total = Counter(
+            "chat_messages_rejected_total",
+            "Messages and room requests refused, by door and reason.",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.message_size_bytes = Histogram(
+            "chat_message_size_bytes",
+            "Size of sent messages in UTF-8 bytes.",
+            ["source"],
+            buckets=MESSAGE_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.event_duration_seconds = Histogram(
+            "chat_event_duration_seconds",
+            "Time to handle a socket event or an HTTP route.",
+            ["event"],
+            buckets=EVENT_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.http_requests_total = Counter(
+            "chat_http_requests_total",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self._room_members_collector: RoomMembersCollector | None = None
+        self._precreate()
+
+    def _precreate(self) -> None:
+        for result in LOGIN_RESULTS:
+            self.logins_total.labels(result)
+        for reason in DISCONNECT_REASONS:
+            self.disconnects_total.labels(reason)
+        for reason in CONNECT_REJECTION_REASONS:
+            self.connect_rejections_total.labels(reason)
+        for source in SOURCES:
+            self.message_size_bytes.labels(source)
+            for reason in REJECTION_REASONS:
+                self.messages_rejected_total.labels(source, reason)
+        for event in SOCKET_EVENTS:
+            self.event_duration_seconds.labels(event)
+
+    def precreate_http_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """An `event` latency series for every (method, route) the app serves."""
+        for method, route in routes:
+            self.event_duration_seconds.labels(http_event(method, route))
+
+    def observe_state(
+        self,
+        connections: Callable[[], int],
+        users_online: Callable[[], int],
+        active_rooms: Callable[[], int],
+        room_member_counts: Callable[[], Mapping[str, int]],
+    ) -> None:
+        """Read the gauges from the live state at scrape time."""
+        self.connections.set_function(connections)
+        self.users_online.set_function(users_online)
+        self.rooms_gauge.set_function(active_rooms)
+        if self._room_members_collector is not None:
+            self.registry.unregister(self._room_members_collector)
+        self._room_members_collector = RoomMembersCollector(self.rooms, room_member_counts)
+        self.registry.register(self._room_members_collector)
+
+    def forget_room(self, room: str) -> None:
+        """Drop every series labelled with `room` (it emptied and frees its place)."""
+        if not self.rooms.release(room):
+            return
+        for counter, other_labels in (
+            (self.room_joins_total, ()),
+            (self.room_leaves_total, LEAVE_REASONS),
+            (self.messages_total, SOURCES),
+        ):
+            if not other_labels:
+                _remove_quietly(counter, room)
+            for value in other_labels:
+                _remove_quietly(counter, room, value)
+
+
+def _remove_quietly(metric: Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)
+
+
+def http_event(method: str, route: str) -> str:
+    """The `event` label of an HTTP route: "POST /send"."""
+    return f"{method} {route}"
+
+
+def bounded_method(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
