@@ -1,0 +1,253 @@
+// One room as the page shows it: its messages in id order without gaps or duplicates, its
+// members, the sends still waiting for the server's ack, and what the reader has not seen yet.
+import { dayKey, dayLabel, fullDateTime, localTime } from "./format.js";
+
+const GROUP_WINDOW_MS = 5 * 60 * 1000;
+const template = document.getElementById("message-template");
+
+/** The same colour for a name everywhere: one of twelve hue classes defined in the CSS. */
+export function paintAvatar(element, name) {
+  let hash = 0;
+  for (const char of name) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+  element.classList.add(`hue-${hash % 12}`);
+  element.textContent = (name.match(/[A-Za-z0-9]/)?.[0] ?? "?").toUpperCase();
+}
+
+export class RoomView {
+  constructor(name, me) {
+    this.name = name;
+    this.me = me;
+    this.members = [];
+    this.epoch = null;
+    this.joined = false;
+    this.unread = 0;
+    /** Every id up to this one is shown (from the first one the server gave us). */
+    this.lastId = 0;
+    this.messages = new Map(); // id -> {element, message, provisional}
+    this.sends = []; // {key, text, element, state: queued|sending|failed, reason}
+    this.typing = new Map(); // user -> expiry timer
+    this.scrollTop = null;
+    this.list = document.createElement("ol");
+    this.list.className = "message-list";
+    this.list.dataset.room = name;
+    this.nextKey = 1;
+  }
+
+  // -- messages from the server ------------------------------------------------------------
+
+  /** Add messages (a join's history, a catch-up page or one live event); returns the new ones. */
+  add(messages) {
+    const added = [];
+    for (const message of messages) {
+      if (!Number.isInteger(message?.id) || message.room !== this.name) continue;
+      const known = this.messages.get(message.id);
+      if (known) {
+        if (known.provisional) this.#confirm(known, message);
+        continue;
+      }
+      const send = this.#matchingSend(message);
+      let element;
+      if (send) {
+        element = send.element;
+        this.#forgetSend(send);
+        element.remove();
+        this.#fill(element, message);
+      } else {
+        element = this.#render(message);
+        added.push(message);
+      }
+      this.messages.set(message.id, { element, message, provisional: false });
+      this.#insert(element, message.id);
+      if (this.lastId === 0 || message.id === this.lastId + 1) this.lastId = message.id;
+    }
+    while (this.messages.has(this.lastId + 1)) this.lastId += 1;
+    this.#decorate();
+    return added;
+  }
+
+  /** True when a message newer than `lastId` is shown, so something in between is missing. */
+  hasGap() {
+    for (const id of this.messages.keys()) if (id > this.lastId) return true;
+    return false;
+  }
+
+  /** The server's store started afresh (its epoch changed): ids restart at 1, so forget ours. */
+  reset(note) {
+    this.messages.clear();
+    this.lastId = 0;
+    for (const child of [...this.list.children]) {
+      if (!child.classList.contains("pending")) child.remove();
+    }
+    this.note(note, "warning");
+  }
+
+  /** A line in the log that is not a message: joins, leaves, restarts. */
+  note(text, kind = "info") {
+    const item = document.createElement("li");
+    item.className = `system-note system-note-${kind}`;
+    item.textContent = text;
+    this.#insertBeforeSends(item);
+    this.#decorate();
+  }
+
+  /** The oldest history a join gave us starts after id 1: say so once, at the top. */
+  markTruncated(firstId) {
+    if (firstId <= 1 || this.list.querySelector(".history-start")) return;
+    const item = document.createElement("li");
+    item.className = "system-note history-start";
+    item.textContent = "Earlier messages are not shown.";
+    this.list.prepend(item);
+  }
+
+  // -- sends waiting for an ack ------------------------------------------------------------
+
+  /** A message the reader just wrote, shown at once and marked pending. */
+  queueSend(text) {
+    const element = template.content.firstElementChild.cloneNode(true);
+    const send = { key: this.nextKey++, text, element, state: "queued", reason: "", uncertain: false };
+    element.dataset.key = String(send.key);
+    this.#fill(element, { user: this.me, text, ts: new Date().toISOString() });
+    this.sends.push(send);
+    this.list.append(element);
+    this.setSendState(send, "queued");
+    return send;
+  }
+
+  setSendState(send, state, reason = "") {
+    send.state = state;
+    send.reason = reason;
+    const { element } = send;
+    element.classList.add("pending");
+    element.classList.toggle("failed", state === "failed");
+    element.setAttribute("aria-busy", String(state !== "failed"));
+    const status = element.querySelector(".message-status");
+    status.hidden = false;
+    const label = {
+      queued: "Waiting for the connection…",
+      sending: "Sending…",
+      failed: `Not sent: ${reason}`,
+    }[state];
+    status.querySelector(".message-status-text").textContent = label;
+    for (const button of status.querySelectorAll("button")) button.hidden = state !== "failed";
+  }
+
+  /** The server accepted a send with this id (its broadcast may have come first). */
+  acknowledge(send, id) {
+    if (!this.sends.includes(send)) return; // already matched to its broadcast
+    this.#forgetSend(send);
+    if (this.messages.has(id)) {
+      send.element.remove();
+      return;
+    }
+    const message = { id, room: this.name, user: this.me, text: send.text, ts: new Date().toISOString() };
+    send.element.remove();
+    this.#fill(send.element, message);
+    this.messages.set(id, { element: send.element, message, provisional: true });
+    this.#insert(send.element, id);
+    while (this.messages.has(this.lastId + 1)) this.lastId += 1;
+    this.#decorate();
+  }
+
+  discard(send) {
+    this.#forgetSend(send);
+    send.element.remove();
+    this.#decorate();
+  }
+
+  findSend(key) {
+    return this.sends.find((send) => send.key === key);
+  }
+
+  // -- rendering ---------------------------------------------------------------------------
+
+  #render(message) {
+    const element = template.content.firstElementChild.cloneNode(true);
+    this.#fill(element, message);
+    return element;
+  }
+
+  #fill(element, message) {
+    const date = new Date(message.ts);
+    const valid = !Number.isNaN(date.getTime());
+    element.classList.remove("pending", "failed");
+    element.removeAttribute("aria-busy");
+    element.classList.toggle("own", message.user === this.me);
+    element.dataset.user = message.user;
+    element.dataset.day = valid ? dayKey(date) : "";
+    element.dataset.time = valid ? String(date.getTime()) : "";
+    if (message.id !== undefined) {
+      element.dataset.id = String(message.id);
+      delete element.dataset.key;
+      element.querySelector(".message-status").hidden = true;
+    }
+    const avatar = element.querySelector(".avatar");
+    avatar.className = "avatar";
+    paintAvatar(avatar, message.user);
+    element.querySelector(".message-author").textContent = message.user === this.me ? "You" : message.user;
+    const time = element.querySelector(".message-time");
+    time.textContent = valid ? localTime(date) : "";
+    time.dateTime = valid ? date.toISOString() : "";
+    time.title = valid ? fullDateTime(date) : "";
+    const divider = element.querySelector(".day-divider");
+    divider.textContent = valid ? dayLabel(date) : "";
+    // The one place user text enters the page: as text, never as markup.
+    element.querySelector(".message-text").textContent = message.text;
+  }
+
+  #confirm(known, message) {
+    known.provisional = false;
+    known.message = message;
+    this.#fill(known.element, message);
+  }
+
+  #matchingSend(message) {
+    if (message.user !== this.me) return null;
+    return (
+      this.sends.find(
+        (send) =>
+          (send.state === "sending" || send.uncertain) && send.text.trim() === message.text.trim(),
+      ) ?? null
+    );
+  }
+
+  #forgetSend(send) {
+    this.sends = this.sends.filter((other) => other !== send);
+  }
+
+  /** Put a message where its id belongs: messages stay in id order, pending sends stay last. */
+  #insert(element, id) {
+    for (const other of this.list.querySelectorAll(".message[data-id]")) {
+      if (other !== element && Number(other.dataset.id) > id) {
+        this.list.insertBefore(element, other);
+        return;
+      }
+    }
+    this.#insertBeforeSends(element);
+  }
+
+  #insertBeforeSends(element) {
+    const firstPending = this.list.querySelector(":scope > .pending");
+    this.list.insertBefore(element, firstPending);
+  }
+
+  /** Group runs of one author, and show a day divider where the local day changes. */
+  #decorate() {
+    let previous = null;
+    for (const item of this.list.children) {
+      if (!item.classList.contains("message")) {
+        previous = null;
+        continue;
+      }
+      const divider = item.querySelector(".day-divider");
+      const newDay = item.dataset.day && item.dataset.day !== previous?.dataset.day;
+      divider.hidden = !newDay;
+      const continued =
+        previous !== null &&
+        !newDay &&
+        previous.dataset.user === item.dataset.user &&
+        Number(item.dataset.time) - Number(previous.dataset.time) < GROUP_WINDOW_MS;
+      item.classList.toggle("continued", continued);
+      previous = item;
+    }
+  }
+}
