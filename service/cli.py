@@ -26,8 +26,10 @@ def main() -> None:
 
         eventlet.monkey_patch()
     elif mode == "gevent":
-        from gevent import monkey
-
+        try:
+            from gevent import monkey
+        except ImportError:
+            sys.exit("CHAT_ASYNC_MODE=gevent needs gevent: pip install 'observable-chat[gevent]'")
         monkey.patch_all()
 
     from service.server import serve

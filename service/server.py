@@ -41,12 +41,9 @@ def serve(mode: str) -> None:
 
     stopping: dict[str, str] = {}
 
-    def on_signal(signum: int, _: FrameType | None) -> None:
+    def on_signal(signum: int, _: FrameType | None = None) -> None:
         stopping.setdefault("reason", signal.Signals(signum).name)
         raise Stop
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
     started: dict[str, Any] = {
         "host": host,
@@ -58,10 +55,13 @@ def serve(mode: str) -> None:
     }
     try:
         if mode == "eventlet":
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
             run_eventlet(app, host, port, max_connections, telemetry, started)
         elif mode == "gevent":
-            run_gevent(app, host, port, max_connections, telemetry, started)
+            run_gevent(app, host, port, max_connections, telemetry, started, stopping)
         else:
+            signal.signal(signal.SIGTERM, on_signal)
             telemetry.service_started(**started)
             app.extensions["chat.socketio"].run(
                 app, host=host, port=port, allow_unsafe_werkzeug=True
@@ -100,18 +100,31 @@ def run_gevent(
     max_connections: int,
     telemetry: Telemetry,
     started: dict[str, Any],
+    stopping: dict[str, str],
 ) -> None:
+    import gevent
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
+
+    from geventwebsocket.handler import WebSocketHandler
 
     server = WSGIServer(
         (host, port),
         app,
+        handler_class=WebSocketHandler,
         spawn=Pool(max_connections),
         log=None,
         error_log=logging.getLogger("gevent.pywsgi"),
         backlog=2048,
     )
+
+    def stop(signum: int) -> None:
+        # gevent runs this in a greenlet of its own: raising here would only print a traceback.
+        stopping.setdefault("reason", signal.Signals(signum).name)
+        server.stop(timeout=2)
+
+    gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
     server.start()
     telemetry.service_started(**started)
     server.serve_forever()
