@@ -186,7 +186,7 @@ def healthz() -> Any:
 @bp.get("/readyz")
 def readyz() -> Any:
     checks = current_app.extensions["chat.readiness"]()
-    down = [name for name, state in checks.items() if state != "ok"]
+    down = [name for name, state in checks.items() if state not in ("ok", "disabled")]
     if down:
         body = {"error": "not_ready", "message": f"unreachable: {', '.join(down)}", **checks}
         return jsonify(body), 503

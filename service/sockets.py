@@ -27,6 +27,7 @@ from service.telemetry.events import Telemetry, disconnect_reason
 # somebody's sid from reaching that connection.
 ROOM_PREFIX: Final = "room:"
 
+TRANSPORTS: Final = ("polling", "websocket")
 SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (a session key name, not a secret)
 
 
@@ -92,7 +93,8 @@ def register_socket_handlers(
                 telemetry.connect_rejected(request.remote_addr or "", "unauthorized")
                 raise ConnectionRefusedError("unauthorized")
             sid: str = request.sid  # type: ignore[attr-defined]
-            chat.connect(sid, user, token, socketio.server.transport(sid))
+            transport = request.args.get("transport", "")  # the one the client opened with
+            chat.connect(sid, user, token, transport if transport in TRANSPORTS else "unknown")
         finally:
             telemetry.socket_event_handled("connect", time.perf_counter() - started)
 

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from chatserver import ChatServer
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.telemetry.logging import configure_logging
+
+# Configure logging before any app exists, as chat-service does, so structlog's capture_logs
+# in a test is not undone by an app that configures logging again.
+configure_logging("json", "info")
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +42,73 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
         server.stop()
     for server in started:
         assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+
+
+# -- in-process: the Flask app with Flask-SocketIO's test client (threading mode) ------------
+TEST_CONFIG = {
+    "SECRET_KEY": "in-process-test-key",
+    "LOG_FORMAT": "json",
+    "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000 per minute",
+    "LOGIN_RATE_LIMIT_PER_USER": "1000 per minute",
+    "REGISTER_RATE_LIMIT": "1000 per minute",
+    "MESSAGE_RATE_LIMIT": "1000 per minute",
+}
+
+
+@pytest.fixture
+def make_app() -> Callable[..., Flask]:
+    """Build an app with the test settings plus overrides."""
+
+    def make(**overrides: object) -> Flask:
+        return create_app({**TEST_CONFIG, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class InProcessChat:
+    """Users of one in-process app: each `user()` is a logged-in Flask client."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.socketio = app.extensions["chat.socketio"]
+
+    def user(self, name: str, password: str = "correct horse battery") -> FlaskClient:
+        http = self.app.test_client()
+        http.post("/register", json={"username": name, "password": password})
+        reply = http.post("/login", json={"username": name, "password": password})
+        assert reply.status_code == 200, reply.json
+        return http
+
+    def socket(self, http: FlaskClient) -> Any:
+        sock = self.socketio.test_client(self.app, flask_test_client=http)
+        assert sock.is_connected()
+        return sock
+
+    @staticmethod
+    def received(sock: Any, event: str) -> list[Any]:
+        """Payloads of `event` the test client got (it wraps some in a list, some not)."""
+        payloads = []
+        for packet in sock.get_received():
+            if packet["name"] == event:
+                args = packet["args"]
+                payloads.append(args[0] if isinstance(args, list) else args)
+        return payloads
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        registry = self.app.extensions["chat.telemetry"].metrics.registry
+        return registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def chat(app: Flask) -> InProcessChat:
+    return InProcessChat(app)

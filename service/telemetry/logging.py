@@ -37,6 +37,9 @@ def escape_control_characters(_: WrappedLogger, __: str, event_dict: EventDict) 
     return event_dict
 
 
+_configured: tuple[bool, str, TextIO] | None = None
+
+
 def put_common_keys_first(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """`timestamp`, `level`, `event` lead every line, so a reader's eye finds them."""
     ordered = {
@@ -57,9 +60,14 @@ def _uses_json(log_format: str, stream: TextIO) -> bool:
 def configure_logging(
     log_format: str = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
-    """Configure structlog and the standard library once; safe to call again (it replaces)."""
+    """Configure structlog and the standard library; again only when the settings change."""
+    global _configured
     stream = stream or sys.stdout
     as_json = _uses_json(log_format, stream)
+    wanted = (as_json, level.upper(), stream)
+    if _configured == wanted:
+        return
+    _configured = wanted
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -1,0 +1,135 @@
+"""A real Prometheus for tests: the shipped scrape config and rules, pointed at a test server.
+
+`Prometheus(target, workdir).start()` writes a prometheus.yml derived from
+dashboards/prometheus/prometheus.yml (same job and rules, the target replaced, everything every
+second), runs /usr/bin/prometheus on a free loopback port with its TSDB in `workdir`, and
+answers PromQL through the HTTP API the way Grafana asks it.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from chatserver import free_port, wait_until
+from dashboard_promql import ALERT_RULES, PROMETHEUS_CONFIG
+
+JOB = "observable-chat"
+
+
+class PrometheusError(AssertionError):
+    """Prometheus refused a query (a parse or evaluation error)."""
+
+
+class Prometheus:
+    """One Prometheus process scraping `target` every second."""
+
+    def __init__(self, program: str, target: str, workdir: Path) -> None:
+        self.program = program
+        self.target = target
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_file = workdir / "prometheus.yml"
+        self.log_file = workdir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+        config["global"].update(
+            scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s"
+        )
+        config["rule_files"] = [str(ALERT_RULES)]
+        (job,) = [c for c in config["scrape_configs"] if c["job_name"] == JOB]
+        job["static_configs"] = [{"targets": [self.target]}]
+        self.config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return self.config_file
+
+    def start(self, timeout: float = 30.0) -> Prometheus:
+        self.write_config()
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.program,
+                    f"--config.file={self.config_file}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prometheus exited early:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/-/ready", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    # -- the HTTP API ----------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        reply = requests.get(self.url + path, params=params, timeout=10)
+        body = reply.json()
+        if body.get("status") != "success":
+            raise PrometheusError(f"{body.get('errorType')}: {body.get('error')} ({params})")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query's vector (a scalar comes back as one series without labels)."""
+        params: dict[str, Any] = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        data = self._get("/api/v1/query", params)
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        assert data["resultType"] == "vector", data
+        return data["result"]  # type: ignore[no-any-return]
+
+    def label_values(self, label: str, match: str, start: float, end: float) -> list[str]:
+        """What Grafana's `label_values(match, label)` variable query lists."""
+        params = {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        return self._get(f"/api/v1/label/{label}/values", params)  # type: ignore[no-any-return]
+
+    def rules(self) -> list[dict[str, Any]]:
+        groups = self._get("/api/v1/rules", {})["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    def last_scrape(self) -> float:
+        """When the last scrape of the chat target started (its samples' timestamp), or 0."""
+        result = self.query(f'max(timestamp(up{{job="{JOB}"}} == 1))')
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def wait_for_scrape_after(self, moment: float, timeout: float = 20.0) -> float:
+        """Wait until a scrape that started after `moment` is stored; return its timestamp."""
+        return float(wait_until(lambda: max(self.last_scrape() - moment, 0), timeout)) + moment
+
+
+def sample_value(sample: dict[str, Any]) -> float:
+    value = float(sample["value"][1])
+    assert not math.isinf(value), sample
+    return value
