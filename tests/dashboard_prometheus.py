@@ -41,9 +41,7 @@ class Prometheus:
 
     def write_config(self) -> Path:
         config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
-        config["global"].update(
-            scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s"
-        )
+        config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
         config["rule_files"] = [str(ALERT_RULES)]
         (job,) = [c for c in config["scrape_configs"] if c["job_name"] == JOB]
         job["static_configs"] = [{"targets": [self.target]}]
