@@ -196,43 +196,27 @@ async function joinRoom(name, { rejoin = false } = {}) {
   const buffered = joinBuffers.get(name) ?? [];
   joinBuffers.delete(name);
   if (!ack.ok) {
-    if (rejoin && ack.error !== "timeout") {
-      // The server no longer accepts this room (e.g. its rules changed): forget it quietly.
+    if (ack.error === "unauthorized") {
+      sessionEnded();
+    } else if (rejoin && (ack.error === "invalid_room" || ack.error === "invalid_payload")) {
+      // A saved name the server does not accept: forget it.
       rooms.delete(name);
       if (current === name) current = null;
       saveRooms();
       renderAll();
+    } else if (rejoin) {
+      rooms.get(name)?.note(`Could not rejoin #${name}: ${ack.message || ack.error}`, "warning");
     }
     return ack;
   }
 
   let room = rooms.get(name);
-  const firstJoin = !room || room.epoch === null;
   if (!room) {
     room = new RoomView(name, me);
     rooms.set(name, room);
     saveRooms();
   }
-  const history = Array.isArray(ack.history) ? ack.history : [];
-  const epoch = typeof ack.epoch === "string" ? ack.epoch : null;
-  const newestKnown = room.lastId;
-  const restarted =
-    (room.epoch !== null && epoch !== null && epoch !== room.epoch) ||
-    (newestKnown > 0 && history.length > 0 && history.at(-1).id < newestKnown);
-  if (restarted) {
-    room.reset("The server restarted: earlier history is gone.");
-    room.unread = 0;
-  }
-  room.epoch = epoch;
-  room.joined = true;
-  room.members = Array.isArray(ack.members) ? ack.members : [];
-
-  const wasEmpty = room.messages.size === 0;
-  withScroll(room, () => {
-    const added = room.add(history);
-    if (wasEmpty && history.length > 0) room.markTruncated(history[0].id);
-    if (!firstJoin && !restarted) countUnread(room, added);
-  });
+  withScroll(room, () => countUnread(room, room.applyJoin(ack).added));
   for (const event of buffered) applyLive(room, event);
   await catchUp(room);
   flushSends(room);
@@ -255,7 +239,12 @@ async function catchUp(room) {
         const url = `/rooms/${encodeURIComponent(room.name)}/messages?after=${after}&limit=${historyLimit}`;
         const page = await getJSON(url);
         withScroll(room, () => countUnread(room, room.add(Array.isArray(page) ? page : [])));
-        if (room.lastId === after) break; // nothing more to fill it with
+        if (room.lastId === after) {
+          // The server no longer has the message after `after` (it keeps a bounded history).
+          const next = room.nextHeldId();
+          if (next === undefined) break;
+          withScroll(room, () => room.skipGap(next));
+        }
       }
     } while (room.catchUpAgain);
   } catch (error) {
@@ -537,7 +526,7 @@ function renderRoomChrome() {
       ? "Joining…"
       : "Not connected: rejoining when the connection is back…";
   ui.messages.setAttribute("aria-label", `Messages in #${room.name}`);
-  ui.membersTitle.textContent = `In #${room.name} · ${room.members.length}`;
+  ui.membersTitle.textContent = `In this room · ${room.members.length}`;
   const sorted = [...room.members].sort((a, b) => (a === me ? -1 : b === me ? 1 : a.localeCompare(b)));
   ui.members.replaceChildren(
     ...sorted.map((user) => {
@@ -583,7 +572,7 @@ function roomButton(name, { members, unread = 0, selected = false, joined = true
   label.className = "room-name";
   label.textContent = `#${name}`;
   const count = document.createElement("span");
-  count.className = "room-members";
+  count.className = members === null ? "room-members unknown" : "room-members";
   count.textContent = members === null ? "…" : String(members);
   count.title = members === null ? "rejoining" : plural(members, "member");
   button.append(label, count);

@@ -35,6 +35,32 @@ export class RoomView {
 
   // -- messages from the server ------------------------------------------------------------
 
+  /**
+   * Take a join's ack: the members, and its history merged into what is shown, unless the
+   * server's store started afresh (another epoch: ids restarted at 1), which resets the view.
+   * Returns whether it reset, and the messages the reader has not seen (none on a first join).
+   */
+  applyJoin(ack) {
+    const history = Array.isArray(ack.history) ? ack.history : [];
+    const epoch = typeof ack.epoch === "string" ? ack.epoch : null;
+    const firstJoin = this.epoch === null && this.messages.size === 0;
+    const restarted =
+      (this.epoch !== null && epoch !== null && epoch !== this.epoch) ||
+      // Without an epoch, a newest id below ours can only mean the ids restarted.
+      (this.lastId > 0 && history.length > 0 && history.at(-1).id < this.lastId);
+    if (restarted) {
+      this.reset("The server restarted: earlier history is gone.");
+      this.unread = 0;
+    }
+    this.epoch = epoch;
+    this.joined = true;
+    this.members = Array.isArray(ack.members) ? ack.members : [];
+    const wasEmpty = this.messages.size === 0;
+    const added = this.add(history);
+    if (wasEmpty && history.length > 0) this.markTruncated(history[0].id);
+    return { restarted, added: firstJoin || restarted ? [] : added };
+  }
+
   /** Add messages (a join's history, a catch-up page or one live event); returns the new ones. */
   add(messages) {
     const added = [];
@@ -69,6 +95,24 @@ export class RoomView {
   hasGap() {
     for (const id of this.messages.keys()) if (id > this.lastId) return true;
     return false;
+  }
+
+  /** The smallest id shown above `lastId` (the far side of a gap), or undefined. */
+  nextHeldId() {
+    let next;
+    for (const id of this.messages.keys()) if (id > this.lastId && (next === undefined || id < next)) next = id;
+    return next;
+  }
+
+  /** The server no longer keeps the messages before `nextId` (history is bounded): say so. */
+  skipGap(nextId) {
+    const item = document.createElement("li");
+    item.className = "system-note";
+    item.textContent = "Some messages from while you were away are no longer available.";
+    this.list.insertBefore(item, this.messages.get(nextId)?.element ?? null);
+    this.lastId = nextId - 1;
+    while (this.messages.has(this.lastId + 1)) this.lastId += 1;
+    this.#decorate();
   }
 
   /** The server's store started afresh (its epoch changed): ids restart at 1, so forget ours. */

@@ -1,0 +1,777 @@
+"""The browser chat, end to end: Debian's headless Chromium driven by Playwright against the real
+server process, the way a person uses it.
+
+Every page a test opens is watched (`browser_support.PageWatch`): when the test ends, no request
+may have left the page's origin, and the page may have logged no console error and thrown no
+exception, except the network and HTTP-refusal lines Chromium prints for what a test provokes
+on purpose. Screenshots land in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    NETWORK_FAILURE,
+    PageWatch,
+    TcpProxy,
+    http_status_failure,
+    origin_of,
+)
+from chatserver import ARTIFACTS, REPO, ChatServer, RecordingClient, require_program, wait_until
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = ARTIFACTS / "screenshots"
+PASSWORD = "correct horse battery"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+expect.set_options(timeout=10_000)
+_serial = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_serial)}"
+
+
+def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+@dataclass
+class Person:
+    """One person in their own browser context (own cookies, own storage)."""
+
+    name: str
+    base_url: str
+    page: Page
+    watch: PageWatch
+
+    def sign_up(self) -> Person:
+        self.page.goto(self.base_url + "/login")
+        self.page.fill("#username", self.name)
+        self.page.fill("#password", PASSWORD)
+        self.page.get_by_role("button", name="Create account").click()
+        expect(self.page).to_have_url(self.base_url + "/")
+        expect(self.page.locator("#connection")).to_have_attribute("data-state", "connected")
+        return self
+
+    def join(self, room: str) -> None:
+        self.page.fill("#join-input", room)
+        self.page.press("#join-input", "Enter")
+        expect(self.page.locator("#room-title")).to_have_text(f"#{room}")
+        expect(self.page.locator("#composer-input")).to_be_focused()
+
+    def open_room(self, room: str) -> None:
+        self.page.locator(f'#my-rooms .room-button[data-room="{room}"]').click()
+        expect(self.page.locator("#room-title")).to_have_text(f"#{room}")
+
+    def say(self, text: str) -> None:
+        self.page.fill("#composer-input", text)
+        self.page.press("#composer-input", "Enter")
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The confirmed messages of the room in view, top to bottom."""
+        return self.page.eval_on_selector_all(  # type: ignore[no-any-return]
+            "#messages .message[data-id]",
+            """items => items.map(item => ({
+                id: Number(item.dataset.id),
+                user: item.dataset.user,
+                text: item.querySelector('.message-text').textContent,
+                own: item.classList.contains('own'),
+                time: item.querySelector('time').textContent,
+                datetime: item.querySelector('time').getAttribute('datetime'),
+            }))""",
+        )
+
+    def wait_for_texts(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Wait until the room in view shows exactly these texts, in this order."""
+        wait_until(lambda: [m["text"] for m in self.messages()] == texts, timeout=10)
+        return self.messages()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    require_program("chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_person(browser: Browser) -> Iterator[Callable[..., Person]]:
+    """Open a browser context for a new person (signed up unless told otherwise).
+
+    When the test ends, each of their pages must have stayed on its origin without errors.
+    """
+    people: list[Person] = []
+    contexts = []
+
+    def open_person(
+        base_url: str, name: str | None = None, *, sign_up: bool = True, **options: Any
+    ) -> Person:
+        options.setdefault("viewport", DESKTOP)
+        context = browser.new_context(**options)
+        contexts.append(context)
+        page = context.new_page()
+        person = Person(name or unique("user"), base_url, page, PageWatch(page))
+        people.append(person)
+        return person.sign_up() if sign_up else person
+
+    yield open_person
+    try:
+        for person in people:
+            person.watch.assert_clean(origin_of(person.base_url))
+    finally:
+        for context in contexts:
+            context.close()
+
+
+@pytest.fixture
+def proxy(chat_server: ChatServer) -> Iterator[TcpProxy]:
+    relay = TcpProxy(chat_server.port)
+    yield relay
+    relay.close()
+
+
+def socket_user(server: ChatServer, room: str, name: str | None = None) -> RecordingClient:
+    """Someone on a plain Socket.IO client (no browser), already in `room`."""
+    client = server.socket(server.login(name or unique("bot")))
+    assert client.request("join", {"room": room})["ok"]
+    return client
+
+
+# -- the login page ---------------------------------------------------------------------------
+
+
+def test_login_page_explains_each_refusal_then_signs_in(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    person = open_person(chat_server.url, sign_up=False)
+    page = person.page
+    person.watch.allow(http_status_failure(400, 401, 409))
+    page.goto(chat_server.url + "/login")
+    expect(page.locator("#username")).to_be_focused()
+    screenshot(page, "login")
+    message = page.locator("#auth-message")
+    create = page.get_by_role("button", name="Create account")
+    log_in = page.get_by_role("button", name="Log in")
+
+    page.fill("#username", "no spaces!")
+    page.fill("#password", PASSWORD)
+    create.click()
+    expect(message).to_contain_text("letters, digits, or _ . -")
+    expect(page.locator("#username")).to_have_attribute("aria-invalid", "true")
+
+    page.fill("#username", person.name)
+    page.fill("#password", "short")
+    create.click()
+    expect(message).to_contain_text("too weak: use at least 8 characters")
+    expect(page.locator("#password")).to_have_attribute("aria-invalid", "true")
+
+    taken = unique("taken")
+    assert chat_server.register(taken).status_code == 201
+    page.fill("#username", taken)
+    page.fill("#password", PASSWORD)
+    create.click()
+    expect(message).to_contain_text(f"The name “{taken}” is already taken")
+
+    page.fill("#username", taken)
+    page.fill("#password", "not the password")
+    log_in.click()
+    expect(message).to_have_text("Wrong username or password.")
+    expect(message).to_have_attribute("role", "alert")
+    screenshot(page, "login-wrong-password")
+
+    # Enter in the password field logs in (the form's first action).
+    page.fill("#password", PASSWORD)
+    page.press("#password", "Enter")
+    expect(page).to_have_url(chat_server.url + "/")
+    expect(page.locator(".account-name")).to_have_text(taken)
+
+
+def test_login_rate_limit_says_how_long_to_wait(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "2 per minute"})
+    person = open_person(server.url, sign_up=False)
+    person.watch.allow(http_status_failure(401, 429))
+    page = person.page
+    page.goto(server.url + "/login")
+    page.fill("#username", person.name)
+    page.fill("#password", "wrong password")
+    for _ in range(2):
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#auth-message")).to_contain_text(
+        re.compile(r"Too many attempts\. Try again in \d+ seconds?\.")
+    )
+    expect(page.get_by_role("button", name="Log in")).to_be_disabled()
+    expect(page.get_by_role("button", name="Create account")).to_be_disabled()
+    screenshot(page, "login-rate-limited")
+
+
+def test_logout_ends_the_session_and_returns_to_login(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    person = open_person(chat_server.url)
+    person.page.get_by_role("button", name="Log out").click()
+    expect(person.page).to_have_url(chat_server.url + "/login")
+    expect(person.page.locator("#auth-message")).to_have_text("You have logged out.")
+    chat_server.wait_for_event("logout", user=person.name)
+    person.page.goto(chat_server.url + "/")
+    expect(person.page).to_have_url(chat_server.url + "/login")
+
+
+# -- chatting ---------------------------------------------------------------------------------
+
+
+def test_two_people_chat_both_ways_and_another_room_sees_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room, elsewhere = unique("lounge"), unique("elsewhere")
+    # Each reader sees times in their own zone and locale.
+    alice = open_person(chat_server.url, timezone_id="Asia/Kolkata", locale="en-GB")
+    bob = open_person(chat_server.url, timezone_id="America/New_York", locale="en-US")
+    carol = open_person(chat_server.url)
+    carol.join(elsewhere)
+    alice.join(room)
+    bob.join(room)
+    expect(alice.page.locator("#members .member")).to_have_count(2)
+    expect(alice.page.locator("#room-subtitle")).to_have_text("2 members here")
+    expect(alice.page.locator("#messages")).to_have_attribute("role", "log")
+
+    alice.say("hi bob")
+    bob.wait_for_texts(["hi bob"])
+    bob.page.fill("#composer-input", "line one")
+    bob.page.press("#composer-input", "Shift+Enter")
+    bob.page.type("#composer-input", "line two")
+    bob.page.press("#composer-input", "Enter")
+    expected = ["hi bob", "line one\nline two"]
+    seen_by_alice = alice.wait_for_texts(expected)
+    seen_by_bob = bob.wait_for_texts(expected)
+
+    assert [m["id"] for m in seen_by_alice] == [m["id"] for m in seen_by_bob] == [1, 2]
+    assert [(m["user"], m["own"]) for m in seen_by_alice] == [(alice.name, True), (bob.name, False)]
+    assert [(m["user"], m["own"]) for m in seen_by_bob] == [(alice.name, False), (bob.name, True)]
+    expect(alice.page.locator(".message.own .message-author")).to_have_text("You")
+    # The same instant, in each reader's local time.
+    sent = datetime.fromisoformat(seen_by_alice[0]["datetime"].replace("Z", "+00:00"))
+    assert sent.tzinfo is not None and abs((datetime.now(UTC) - sent).total_seconds()) < 60
+    assert seen_by_alice[0]["time"] == sent.astimezone(ZoneInfo("Asia/Kolkata")).strftime("%H:%M")
+    in_new_york = sent.astimezone(ZoneInfo("America/New_York"))
+    assert seen_by_bob[0]["time"] == in_new_york.strftime("%I:%M %p").lstrip("0")
+
+    # Carol, in another room, sees none of it, but sees the room and its count in the list.
+    carol_room = carol.page.locator(f'#other-rooms .room-button[data-room="{room}"]')
+    expect(carol_room.locator(".room-members")).to_have_text("2")
+    expect(carol.page.locator("#messages .message")).to_have_count(0)
+    assert "hi bob" not in carol.page.content()
+    expect(alice.page.locator(f'#members .member[data-user="{carol.name}"]')).to_have_count(0)
+
+
+def test_user_text_is_shown_as_text_and_never_runs(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("xss")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    alice.join(room)
+    bob.join(room)
+    attacks = [
+        "<img src=x onerror=alert(1)>",
+        "<script>window.pwned = 1</script>",
+        '"><svg onload=alert(2)><a href="javascript:alert(3)">click</a>',
+    ]
+    for text in attacks:
+        alice.say(text)
+    for person in (alice, bob):
+        person.wait_for_texts(attacks)
+        assert person.page.locator("#messages img, #messages script, #messages svg").count() == 0
+        assert person.page.locator("#messages a").count() == 0
+        assert person.page.evaluate("window.pwned") is None
+        assert not [url for url in person.watch.requests if url.endswith("/x")]
+        assert person.watch.dialogs == []
+
+
+def test_presence_typing_and_unread_counts(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    first, second = unique("ops"), unique("dev")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    alice.join(second)
+    alice.join(first)
+    members = alice.page.locator("#members .member")
+    expect(members).to_have_count(1)
+
+    bob.join(first)  # presence: alice's member list grows without a reload
+    expect(members).to_have_count(2)
+    expect(alice.page.locator(f'#members .member[data-user="{bob.name}"]')).to_be_visible()
+    expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} joined")
+
+    bob.page.type("#composer-input", "thinking…")
+    typing = alice.page.locator("#typing")
+    expect(typing).to_have_text(f"{bob.name} is typing…")
+    expect(typing).to_have_text("", timeout=8_000)  # it expires by itself
+
+    bob.join(second)
+    bob.say("over here")  # alice is looking at the other room
+    badge = alice.page.locator(f'#my-rooms .room-button[data-room="{second}"] .room-unread')
+    expect(badge).to_have_text("1")
+    expect(alice.page).to_have_title(re.compile(r"^\(1\) "))
+    alice.open_room(second)
+    expect(badge).to_have_count(0)
+    alice.wait_for_texts(["over here"])
+
+    bob.open_room(first)
+    bob.page.get_by_role("button", name="Leave").click()
+    expect(bob.page.locator(f'#my-rooms .room-button[data-room="{first}"]')).to_have_count(0)
+    alice.open_room(first)
+    expect(members).to_have_count(1)
+    expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
+
+
+def test_keyboard_alone_joins_sends_and_switches_rooms(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room, other = unique("keys"), unique("keys")
+    person = open_person(chat_server.url)
+    page = person.page
+    tab_to(page, "join-input")
+    page.keyboard.type(other)
+    page.keyboard.press("Enter")
+    expect(page.locator("#composer-input")).to_be_focused()
+    tab_to(page, "join-input", backwards=True)
+    page.keyboard.type(room)
+    page.keyboard.press("Enter")
+    expect(page.locator("#composer-input")).to_be_focused()
+    page.keyboard.type("typed, not clicked")
+    page.keyboard.press("Enter")
+    person.wait_for_texts(["typed, not clicked"])
+    expect(page.locator("#composer-input")).to_have_value("")
+    page.keyboard.press("Alt+ArrowUp")
+    expect(page.locator("#room-title")).to_have_text(f"#{other}")
+    page.keyboard.press("Alt+ArrowDown")
+    expect(page.locator("#room-title")).to_have_text(f"#{room}")
+    # Room buttons are real buttons: focusable and pressed with Enter.
+    tab_to(page, "join-input", backwards=True)
+    page.keyboard.press("Tab")  # the Join button
+    page.keyboard.press("Tab")  # the first of your rooms
+    assert page.evaluate("document.activeElement.dataset.room") == other
+    page.keyboard.press("Enter")
+    expect(page.locator("#room-title")).to_have_text(f"#{other}")
+
+
+def tab_to(page: Page, element_id: str, *, backwards: bool = False, presses: int = 20) -> None:
+    """Move the focus with Tab (or Shift+Tab) alone until it reaches `element_id`."""
+    for _ in range(presses):
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+        if page.evaluate("document.activeElement.id") == element_id:
+            return
+    pytest.fail(f"the keyboard never reaches #{element_id}")
+
+
+def test_a_refused_send_is_marked_failed_with_the_reason_and_can_be_retried(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_MESSAGE_RATE_LIMIT": "2 per 3 seconds"})
+    person = open_person(server.url)
+    person.join(unique("busy"))
+    for text in ("one", "two", "three"):
+        person.say(text)
+    failed = person.page.locator("#messages .message.failed")
+    expect(failed).to_have_count(1)
+    expect(failed.locator(".message-text")).to_have_text("three")
+    expect(failed.locator(".message-status")).to_contain_text("Not sent: you are sending too fast")
+    screenshot(person.page, "send-failed")
+    retry = failed.get_by_role("button", name="Retry")
+
+    def retried() -> bool:
+        if failed.count() == 1:
+            retry.click()
+        return [m["text"] for m in person.messages()] == ["one", "two", "three"]
+
+    wait_until(retried, timeout=15, interval=1.0)
+    expect(person.page.locator("#messages .message.pending")).to_have_count(0)
+    assert [m["id"] for m in person.messages()] == [1, 2, 3]
+    server.wait_for_event("message_rejected", user=person.name, reason="rate_limited")
+
+
+# -- connection trouble -----------------------------------------------------------------------
+
+
+def test_a_dropped_connection_rejoins_and_catches_up_without_gaps_or_duplicates(
+    chat_server: ChatServer, proxy: TcpProxy, open_person: Callable[..., Person]
+) -> None:
+    room = unique("flaky")
+    alice = open_person(proxy.url)  # through the relay the test can cut
+    alice.watch.allow(NETWORK_FAILURE)
+    alice.join(room)
+    bob = socket_user(chat_server, room)
+    try:
+        for n in range(1, 4):
+            assert bob.request("message", {"room": room, "text": f"before {n}"})["ok"]
+        alice.wait_for_texts([f"before {n}" for n in range(1, 4)])
+
+        proxy.cut()
+        expect(alice.page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        expect(alice.page.locator("#connection-banner")).to_contain_text("Reconnecting")
+        chat_server.wait_for_event("room_left", user=alice.name, room=room, reason="disconnect")
+        alice.say("written while away")  # held until the room is rejoined
+        queued = alice.page.locator("#messages .message.pending")
+        expect(queued.locator(".message-status-text")).to_have_text("Waiting for the connection…")
+        for n in range(1, 6):
+            assert bob.request("message", {"room": room, "text": f"during {n}"})["ok"]
+        screenshot(alice.page, "reconnecting")
+
+        proxy.restore()
+        expect(alice.page.locator("#connection")).to_have_attribute("data-state", "connected")
+        expected = (
+            [f"before {n}" for n in range(1, 4)]
+            + [f"during {n}" for n in range(1, 6)]
+            + ["written while away"]
+        )
+        shown = alice.wait_for_texts(expected)
+        assert [m["id"] for m in shown] == list(range(1, 10))
+        expect(alice.page.locator("#messages .message.pending")).to_have_count(0)
+        expect(alice.page.locator("#connection-banner")).to_be_hidden()
+        # The page rejoined by itself, and the held message went out exactly once.
+        assert len(chat_server.logged("room_joined", user=alice.name, room=room)) == 2
+        assert len(chat_server.logged("message_sent", user=alice.name, room=room)) == 1
+        bob.wait_for("message", lambda m: m["text"] == "written while away")
+        screenshot(alice.page, "reconnected")
+    finally:
+        bob.disconnect()
+
+
+def test_missing_more_than_the_kept_history_is_fetched_with_after_and_marked(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_HISTORY_LIMIT": "5"})
+    relay = TcpProxy(server.port)
+    room = unique("long")
+    try:
+        alice = open_person(relay.url)
+        alice.watch.allow(NETWORK_FAILURE)
+        alice.join(room)
+        bob = socket_user(server, room)
+        for n in range(1, 3):
+            assert bob.request("message", {"room": room, "text": f"m{n}"})["ok"]
+        alice.wait_for_texts(["m1", "m2"])
+        relay.cut()
+        expect(alice.page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        for n in range(3, 13):
+            assert bob.request("message", {"room": room, "text": f"m{n}"})["ok"]
+        relay.restore()
+        shown = alice.wait_for_texts(["m1", "m2"] + [f"m{n}" for n in range(8, 13)])
+        assert [m["id"] for m in shown] == [1, 2, 8, 9, 10, 11, 12]
+        expect(alice.page.locator("#messages .system-note")).to_contain_text(
+            ["no longer available"]
+        )
+        assert any(f"/rooms/{room}/messages?after=2" in url for url in alice.watch.requests)
+        bob.disconnect()
+    finally:
+        relay.close()
+
+
+def test_a_server_restart_with_the_memory_store_sends_people_back_to_login(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    # The in-memory store forgets sessions with everything else: the page must notice that
+    # its session is gone (the reconnect is refused as unauthorized) and say so.
+    server = start_server()
+    person = open_person(server.url)
+    person.watch.allow(NETWORK_FAILURE)
+    person.join(unique("restart"))
+    person.say("before the restart")
+    person.wait_for_texts(["before the restart"])
+    server.restart()
+    expect(person.page).to_have_url(server.url + "/login", timeout=20_000)
+    expect(person.page.locator("#auth-message")).to_have_text(
+        "Your session has ended. Please log in again."
+    )
+
+
+def test_the_page_shows_offline_and_comes_back(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    person = open_person(chat_server.url)
+    person.watch.allow(NETWORK_FAILURE)
+    room = unique("trip")
+    person.join(room)
+    person.page.context.set_offline(True)
+    expect(person.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    expect(person.page.locator("#connection-text")).to_have_text("Offline")
+    expect(person.page.locator("#connection-banner")).to_contain_text("You are offline")
+    person.page.context.set_offline(False)
+    expect(person.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    person.say("back online")
+    person.wait_for_texts(["back online"])
+
+
+def test_the_room_view_resets_when_the_server_epoch_changes(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    """A restarted store restarts ids at 1: the view must reset, not drop "duplicates".
+
+    A real restart of the memory store also ends every session, so this drives the page's own
+    RoomView module, in the page, with the join acks such a restart produces.
+    """
+    person = open_person(chat_server.url)
+    result = person.page.evaluate(
+        """async () => {
+            const { RoomView } = await import('/static/js/room-view.js');
+            const ts = new Date().toISOString();
+            const msg = (id, text) => ({ id, room: 'r', user: 'x', text, ts });
+            const view = new RoomView('r', 'me');
+            const textOf = (item) => item.querySelector('.message-text').textContent;
+            const texts = () => [...view.list.querySelectorAll('.message')]
+                .map(item => `${item.dataset.id}:${textOf(item)}`);
+            const join = (epoch, history) => view.applyJoin({ epoch, members: ['x'], history });
+            const first = join('A', [msg(1, 'a'), msg(2, 'b')]);
+            const same = join('A', [msg(1, 'a'), msg(2, 'b'), msg(3, 'c')]);
+            const afterRejoin = texts();
+            view.add([msg(3, 'c'), msg(2, 'b')]);
+            const afterDuplicates = texts();
+            const other = join('B', [msg(1, 'new')]);
+            return {
+                first: first.restarted, same: same.restarted, sameAdded: same.added.length,
+                afterRejoin, afterDuplicates, other: other.restarted, afterReset: texts(),
+                note: view.list.querySelector('.system-note-warning')?.textContent,
+            };
+        }"""
+    )
+    assert result == {
+        "first": False,
+        "same": False,
+        "sameAdded": 1,
+        "afterRejoin": ["1:a", "2:b", "3:c"],
+        "afterDuplicates": ["1:a", "2:b", "3:c"],
+        "other": True,
+        "afterReset": ["1:new"],
+        "note": "The server restarted: earlier history is gone.",
+    }
+
+
+# -- the room list ------------------------------------------------------------------------------
+
+
+def test_the_room_list_follows_rooms_as_they_fill_and_empty(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("plaza")
+    person = open_person(chat_server.url)
+    entry = person.page.locator(f'#other-rooms .room-button[data-room="{room}"]')
+    expect(entry).to_have_count(0)
+    first = socket_user(chat_server, room)
+    second = socket_user(chat_server, room)
+    expect(entry.locator(".room-members")).to_have_text("2")
+    first.disconnect()
+    expect(entry.locator(".room-members")).to_have_text("1")
+    second.disconnect()
+    expect(entry).to_have_count(0)
+    # Joining from the list moves the room to "your rooms".
+    third = socket_user(chat_server, room)
+    try:
+        entry.click()
+        expect(person.page.locator("#room-title")).to_have_text(f"#{room}")
+        expect(person.page.locator(f'#my-rooms .room-button[data-room="{room}"]')).to_be_visible()
+        expect(entry).to_have_count(0)
+    finally:
+        third.disconnect()
+
+
+# -- looks: a busy room, a phone, the dark scheme ------------------------------------------------
+
+
+def fill_a_busy_room(server: ChatServer, person: Person, room: str) -> list[RecordingClient]:
+    others = [socket_user(server, room, name) for name in (unique("maria"), unique("kenji"))]
+    lines = [
+        (others[0], "Morning! Did the deploy go out?"),
+        (others[1], "It did, around 7. Dashboards look calm so far."),
+        (None, "Nice. Any errors in the logs?"),
+        (others[0], "A few 429s from one client hammering /login, the rate limit caught it."),
+        (
+            others[0],
+            'Here is the query I used:\nrate(chat_logins_total{result="rate_limited"}[5m])',
+        ),
+        (None, "Perfect, thanks. I'll add an alert for that."),
+        (others[1], "<b>bold?</b> no, it's just text here :)"),
+    ]
+    for sender, text in lines:
+        if sender is None:
+            person.say(text)
+            wait_until(lambda t=text: t in [m["text"] for m in person.messages()])
+        else:
+            assert sender.request("message", {"room": room, "text": text})["ok"]
+    person.wait_for_texts([text for _, text in lines])
+    others[1].emit("typing", {"room": room})
+    expect(person.page.locator("#typing")).to_contain_text("is typing")
+    return others
+
+
+def test_a_busy_room_looks_right_on_desktop_and_in_the_dark(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("team")
+    person = open_person(chat_server.url, unique("sam"))
+    person.join(unique("random"))
+    person.join(room)
+    others = fill_a_busy_room(chat_server, person, room)
+    try:
+        screenshot(person.page, "busy-room")
+        assert_readable_contrast(person.page)
+
+        dark = open_person(chat_server.url, color_scheme="dark")
+        dark.join(room)
+        dark.wait_for_texts([m["text"] for m in person.messages()])
+        background = dark.page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert luminance(background) < 0.05, background
+        others[0].emit("typing", {"room": room})
+        screenshot(dark.page, "busy-room-dark")
+        assert_readable_contrast(dark.page)
+    finally:
+        for client in others:
+            client.disconnect()
+
+
+def test_a_phone_sized_screen_gets_the_whole_chat(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("pocket")
+    login = open_person(chat_server.url, sign_up=False, viewport=PHONE, device_scale_factor=2)
+    login.page.goto(chat_server.url + "/login")
+    screenshot(login.page, "phone-login")
+
+    person = open_person(chat_server.url, viewport=PHONE, device_scale_factor=2, has_touch=True)
+    page = person.page
+    sidebar = page.locator("#sidebar")
+    expect(sidebar).not_to_be_in_viewport()
+    page.get_by_role("button", name="Rooms", exact=True).click()
+    expect(sidebar).to_be_in_viewport()
+    person.join(room)  # choosing a room closes the drawer
+    expect(sidebar).not_to_be_in_viewport()
+    others = fill_a_busy_room(chat_server, person, room)
+    try:
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        expect(page.locator("#composer-input")).to_be_in_viewport()
+        expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
+        screenshot(page, "phone-room")
+        page.get_by_role("button", name="Members", exact=True).click()
+        expect(page.locator("#members-panel")).to_be_in_viewport()
+        screenshot(page, "phone-members")
+        page.keyboard.press("Escape")
+        expect(page.locator("#members-panel")).not_to_be_in_viewport()
+    finally:
+        for client in others:
+            client.disconnect()
+
+
+# -- what the server sends the browser ----------------------------------------------------------
+
+
+INLINE_CODE = [
+    (re.compile(r"<script\b(?![^>]*\bsrc=)[^>]*>", re.I), "an inline <script>"),
+    (re.compile(r"\sstyle\s*=", re.I), "a style= attribute"),
+    (re.compile(r"<style\b", re.I), "a <style> element"),
+    (re.compile(r"\son[a-z]+\s*=", re.I), "an on*= handler"),
+    (re.compile(r"javascript:", re.I), "a javascript: URL"),
+    (re.compile(r"(src|href)=\"(?![/#])", re.I), "a resource from elsewhere"),
+]
+
+
+def test_pages_carry_a_strict_csp_and_no_inline_code(chat_server: ChatServer) -> None:
+    session = chat_server.login(unique("csp"))
+    pages = [requests.get(chat_server.url + "/login", timeout=10), session.get(chat_server.url)]
+    for reply in pages:
+        assert reply.status_code == 200
+        policy = reply.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy
+        assert "script-src 'self'" in policy and "unsafe" not in policy
+        for pattern, what in INLINE_CODE:
+            assert not pattern.search(reply.text), f"{reply.url} has {what}"
+    assert 'role="log"' in pages[1].text
+
+
+def test_scripts_never_write_markup_and_the_client_is_vendored() -> None:
+    for script in (REPO / "static" / "js").glob("*.js"):
+        source = script.read_text(encoding="utf-8")
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, f"{script.name} uses {sink}"
+    vendored = (REPO / "static" / "vendor" / "socket.io.min.js").read_text(encoding="utf-8")
+    version = re.search(r"Socket\.IO v(\d+)\.(\d+)\.(\d+)", vendored)
+    assert version is not None and version.group(1) == "4"  # protocol v5, python-socketio 5.x
+    readme = (REPO / "static" / "vendor" / "README.md").read_text(encoding="utf-8")
+    assert f"socket.io-client {'.'.join(version.groups())}" in readme
+
+
+# -- contrast -----------------------------------------------------------------------------------
+
+
+def luminance(css_color: str) -> float:
+    """WCAG relative luminance of an `rgb(...)`/`rgba(...)` computed colour."""
+    channels = [float(v) for v in re.findall(r"[\d.]+", css_color)[:3]]
+    linear = [
+        c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4
+        for c in channels
+    ]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(foreground: str, background: str) -> float:
+    lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def assert_readable_contrast(page: Page) -> None:
+    """Text against what is really behind it meets WCAG AA (4.5:1) for the main kinds of text."""
+    pairs = page.evaluate(
+        """() => {
+            const background = (element) => {
+                for (let node = element; node; node = node.parentElement) {
+                    const color = getComputedStyle(node).backgroundColor;
+                    if (color && !color.endsWith(', 0)') && color !== 'transparent') return color;
+                }
+                return getComputedStyle(document.documentElement).backgroundColor;
+            };
+            const selectors = [
+                '.message:not(.own) .message-text', '.message.own .message-text',
+                '.message:not(.own) .message-time', '.message.own .message-time',
+                '.message-author', '.room-subtitle', '.section-title', '.room-name',
+                '.room-members', '#connection-text', 'button.primary', '#typing', '.composer-hint',
+                '.account-name', '.member-name',
+            ];
+            return selectors.flatMap((selector) =>
+                [...document.querySelectorAll(selector)].slice(0, 2)
+                    .filter((element) => element.getClientRects().length > 0)
+                    .map((element) => [
+                        selector, getComputedStyle(element).color, background(element),
+                    ]));
+        }"""
+    )
+    assert len(pairs) >= 10, pairs
+    weak = [
+        (selector, fg, bg, round(contrast(fg, bg), 2))
+        for selector, fg, bg in pairs
+        if contrast(fg, bg) < 4.5
+    ]
+    assert weak == [], weak
