@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +31,15 @@ from browser_support import (
     http_status_failure,
     origin_of,
 )
-from chatserver import ARTIFACTS, REPO, ChatServer, RecordingClient, require_program, wait_until
+from chatserver import (
+    ARTIFACTS,
+    REPO,
+    ChatServer,
+    RecordingClient,
+    free_port,
+    require_program,
+    wait_until,
+)
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 pytestmark = pytest.mark.browser
@@ -233,6 +243,8 @@ def test_logout_ends_the_session_and_returns_to_login(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
     person = open_person(chat_server.url)
+    expect(person.page.locator("#welcome")).to_contain_text(f"Welcome, {person.name}")
+    screenshot(person.page, "welcome")
     person.page.get_by_role("button", name="Log out").click()
     expect(person.page).to_have_url(chat_server.url + "/login")
     expect(person.page.locator("#auth-message")).to_have_text("You have logged out.")
@@ -511,6 +523,61 @@ def test_a_server_restart_with_the_memory_store_sends_people_back_to_login(
     )
 
 
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A throwaway redis-server (no persistence) for a test."""
+    program = require_program("redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _accepts(port), timeout=10)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_server_restart_with_a_shared_store_rejoins_and_catches_up(
+    start_server: Callable[..., ChatServer],
+    open_person: Callable[..., Person],
+    redis_url: str,
+) -> None:
+    # With Redis the sessions, rooms and message ids outlive the process: the page must
+    # reconnect, rejoin by itself and show every message once, in order.
+    try:
+        server = start_server(env={"CHAT_STORE": redis_url})
+    except RuntimeError as failure:
+        if "not supported" in str(failure):
+            pytest.skip("this server does not support CHAT_STORE=redis:// yet")
+        raise
+    room = unique("durable")
+    person = open_person(server.url)
+    person.watch.allow(NETWORK_FAILURE)
+    person.join(room)
+    person.say("before the restart")
+    person.wait_for_texts(["before the restart"])
+    server.restart()
+    bob = socket_user(server, room)
+    try:
+        for n in range(1, 4):
+            assert bob.request("message", {"room": room, "text": f"after {n}"})["ok"]
+        expect(person.page.locator("#connection")).to_have_attribute("data-state", "connected")
+        shown = person.wait_for_texts(["before the restart", "after 1", "after 2", "after 3"])
+        assert [m["id"] for m in shown] == [1, 2, 3, 4]
+        server.wait_for_event("room_joined", user=person.name, room=room)
+    finally:
+        bob.disconnect()
+
+
 def test_the_page_shows_offline_and_comes_back(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
@@ -591,9 +658,13 @@ def test_the_room_list_follows_rooms_as_they_fill_and_empty(
     expect(entry).to_have_count(0)
     # Joining from the list moves the room to "your rooms".
     third = socket_user(chat_server, room)
+    assert third.request("message", {"room": room, "text": "said before you came"})["ok"]
     try:
         entry.click()
         expect(person.page.locator("#room-title")).to_have_text(f"#{room}")
+        # What was said before the join arrives with it, and is not counted as unread.
+        assert [m["id"] for m in person.wait_for_texts(["said before you came"])] == [1]
+        expect(person.page.locator(".room-unread")).to_have_count(0)
         expect(person.page.locator(f'#my-rooms .room-button[data-room="{room}"]')).to_be_visible()
         expect(entry).to_have_count(0)
     finally:
@@ -677,13 +748,33 @@ def test_a_phone_sized_screen_gets_the_whole_chat(
         expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
         screenshot(page, "phone-room")
         page.get_by_role("button", name="Members", exact=True).click()
-        expect(page.locator("#members-panel")).to_be_in_viewport()
+        wait_until(lambda: fully_in_view(page, "#members-panel"))  # after the slide-in
+        expect(page.locator("#members-panel .member")).to_have_count(3)
         screenshot(page, "phone-members")
         page.keyboard.press("Escape")
         expect(page.locator("#members-panel")).not_to_be_in_viewport()
+        page.get_by_role("button", name="Rooms", exact=True).click()
+        wait_until(lambda: fully_in_view(page, "#sidebar"))
+        screenshot(page, "phone-rooms")
+        page.get_by_role("button", name="Close the room list").click()
+        expect(sidebar).not_to_be_in_viewport()
+        expect(page.get_by_role("button", name="Rooms", exact=True)).to_be_focused()
     finally:
         for client in others:
             client.disconnect()
+
+
+def fully_in_view(page: Page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    viewport = page.viewport_size
+    assert viewport is not None
+    return (
+        box is not None
+        and box["x"] >= 0
+        and box["y"] >= 0
+        and box["x"] + box["width"] <= viewport["width"] + 0.5
+        and box["y"] + box["height"] <= viewport["height"] + 0.5
+    )
 
 
 # -- what the server sends the browser ----------------------------------------------------------

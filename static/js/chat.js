@@ -728,6 +728,13 @@ ui.toggleMembers.addEventListener("click", () => {
 });
 
 ui.scrim.addEventListener("click", closeDrawers);
+for (const button of document.querySelectorAll("[data-close-drawer]")) {
+  button.addEventListener("click", () => {
+    const toggle = document.body.classList.contains("members-open") ? ui.toggleMembers : ui.toggleRooms;
+    closeDrawers();
+    toggle.focus();
+  });
+}
 narrow.addEventListener("change", syncDrawers);
 membersAsDrawer.addEventListener("change", syncDrawers);
 
