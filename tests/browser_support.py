@@ -3,7 +3,8 @@
 `PageWatch` records every request, WebSocket, console error and uncaught exception of a page so
 a test can assert that nothing left the origin and nothing went wrong. `TcpProxy` sits between
 the browser and the server and can cut every connection and refuse new ones, which is what a
-dropped network looks like to the page, while the server keeps running.
+dropped network looks like to the page, while the server keeps running; it can also swallow
+the server's replies, so that a message arrives but its ack is lost.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class TcpProxy:
         self.port: int = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._blocked = threading.Event()
+        self._swallow_replies = threading.Event()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -147,12 +149,16 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._open.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, replies), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while chunk := source.recv(65536):
+                if replies and self._swallow_replies.is_set():
+                    continue
                 sink.sendall(chunk)
         except OSError:
             pass
@@ -176,7 +182,12 @@ class TcpProxy:
         for sock in open_now:
             self._hang_up(sock)
 
+    def swallow_replies(self) -> None:
+        """Keep forwarding what the browser sends but drop what the server answers (lost acks)."""
+        self._swallow_replies.set()
+
     def restore(self) -> None:
+        self._swallow_replies.clear()
         self._blocked.clear()
 
     def close(self) -> None:

@@ -475,6 +475,29 @@ def test_a_dropped_connection_rejoins_and_catches_up_without_gaps_or_duplicates(
         bob.disconnect()
 
 
+def test_a_send_whose_ack_is_lost_with_the_connection_is_neither_lost_nor_doubled(
+    chat_server: ChatServer, proxy: TcpProxy, open_person: Callable[..., Person]
+) -> None:
+    room = unique("limbo")
+    alice = open_person(proxy.url)
+    alice.watch.allow(NETWORK_FAILURE)
+    alice.join(room)
+    proxy.swallow_replies()  # the message reaches the server; the ack never comes back
+    alice.say("did this arrive?")
+    chat_server.wait_for_event("message_sent", user=alice.name, room=room)
+    pending = alice.page.locator("#messages .message.pending .message-status-text")
+    expect(pending).to_have_text("Sending…")
+    proxy.cut()
+    expect(pending).to_have_text("Waiting for the connection…")
+    proxy.restore()
+    expect(alice.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    # The catch-up shows it arrived: the page keeps that one and does not send it again.
+    assert [m["id"] for m in alice.wait_for_texts(["did this arrive?"])] == [1]
+    expect(alice.page.locator("#messages .message.pending")).to_have_count(0)
+    assert alice.messages()[0]["own"]
+    assert len(chat_server.logged("message_sent", user=alice.name, room=room)) == 1
+
+
 def test_missing_more_than_the_kept_history_is_fetched_with_after_and_marked(
     start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
 ) -> None:
@@ -546,19 +569,30 @@ def _accepts(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_a_server_restart_with_a_shared_store_rejoins_and_catches_up(
-    start_server: Callable[..., ChatServer],
-    open_person: Callable[..., Person],
-    redis_url: str,
-) -> None:
-    # With Redis the sessions, rooms and message ids outlive the process: the page must
-    # reconnect, rejoin by itself and show every message once, in order.
+@pytest.fixture
+def redis_server(redis_url: str) -> Iterator[ChatServer]:
+    """A chat server whose store is Redis (skipped while the server does not offer one)."""
+    server = ChatServer(env={"CHAT_STORE": redis_url})
     try:
-        server = start_server(env={"CHAT_STORE": redis_url})
+        server.start()
     except RuntimeError as failure:
+        server.stop()
+        if server.process is not None and server.process.stdout is not None:
+            server.process.stdout.close()
         if "not supported" in str(failure):
             pytest.skip("this server does not support CHAT_STORE=redis:// yet")
         raise
+    yield server
+    server.stop()
+    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+
+
+def test_a_server_restart_with_a_shared_store_rejoins_and_catches_up(
+    redis_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    # With Redis the sessions, rooms and message ids outlive the process: the page must
+    # reconnect, rejoin by itself and show every message once, in order.
+    server = redis_server
     room = unique("durable")
     person = open_person(server.url)
     person.watch.allow(NETWORK_FAILURE)

@@ -143,7 +143,17 @@ socket.on("connect", () => {
 });
 
 socket.on("disconnect", (reason) => {
-  for (const room of rooms.values()) room.joined = false;
+  for (const room of rooms.values()) {
+    room.joined = false;
+    // A send whose ack died with the connection may or may not have arrived: the catch-up
+    // after the rejoin shows it if it did (and matches it); otherwise it goes out again.
+    for (const send of room.sends) {
+      if (send.state !== "sending") continue;
+      send.uncertain = true;
+      send.attempt += 1;
+      room.setSendState(send, "queued");
+    }
+  }
   renderAll();
   if (reason === "io client disconnect" || leaving) return;
   setConnection(navigator.onLine ? "reconnecting" : "offline");
@@ -385,8 +395,11 @@ async function deliver(room, send) {
     room.setSendState(send, "queued");
     return;
   }
+  send.attempt += 1;
+  const attempt = send.attempt;
   room.setSendState(send, "sending");
   const ack = await request("message", { room: room.name, text: send.text });
+  if (send.attempt !== attempt) return; // superseded by a later attempt after a reconnect
   if (ack.ok && Number.isInteger(ack.id)) {
     room.acknowledge(send, ack.id);
     if (room.hasGap()) catchUp(room);

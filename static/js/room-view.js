@@ -148,7 +148,9 @@ export class RoomView {
   /** A message the reader just wrote, shown at once and marked pending. */
   queueSend(text) {
     const element = template.content.firstElementChild.cloneNode(true);
-    const send = { key: this.nextKey++, text, element, state: "queued", reason: "", uncertain: false };
+    const send = { key: this.nextKey++, text, element, state: "queued", reason: "" };
+    send.uncertain = false; // sent, but its ack was lost with the connection
+    send.attempt = 0; // which emit a late ack belongs to
     element.dataset.key = String(send.key);
     this.#fill(element, { user: this.me, text, ts: new Date().toISOString() });
     this.sends.push(send);
@@ -246,12 +248,9 @@ export class RoomView {
 
   #matchingSend(message) {
     if (message.user !== this.me) return null;
-    return (
-      this.sends.find(
-        (send) =>
-          (send.state === "sending" || send.uncertain) && send.text.trim() === message.text.trim(),
-      ) ?? null
-    );
+    const text = message.text.trim();
+    const waiting = (send) => send.state === "sending" || send.uncertain;
+    return this.sends.find((send) => waiting(send) && send.text.trim() === text) ?? null;
   }
 
   #forgetSend(send) {
@@ -260,7 +259,13 @@ export class RoomView {
 
   /** Put a message where its id belongs: messages stay in id order, pending sends stay last. */
   #insert(element, id) {
-    for (const other of this.list.querySelectorAll(".message[data-id]")) {
+    const confirmed = this.list.querySelectorAll(".message[data-id]");
+    const newest = confirmed[confirmed.length - 1];
+    if (!newest || newest === element || Number(newest.dataset.id) < id) {
+      this.#insertBeforeSends(element); // the usual case: the newest message
+      return;
+    }
+    for (const other of confirmed) {
       if (other !== element && Number(other.dataset.id) > id) {
         this.list.insertBefore(element, other);
         return;
