@@ -119,7 +119,9 @@ class Prometheus:
 
     def last_scrape(self) -> float:
         """When the last scrape of the chat target started (its samples' timestamp), or 0."""
-        result = self.query(f'max(timestamp(up{{job="{JOB}"}} == 1))')
+        up = f'up{{job="{JOB}"}}'
+        # timestamp() of the selector itself: of a filtered vector it would be the query time.
+        result = self.query(f"max(timestamp({up}) and {up} == 1)")
         return float(result[0]["value"][1]) if result else 0.0
 
     def wait_for_scrape_after(self, moment: float, timeout: float = 20.0) -> float:

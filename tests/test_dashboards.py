@@ -305,7 +305,6 @@ class Scraped:
     at: float = 0.0  # the last scrape, after the final state: every query is evaluated here
     started: float = 0.0  # the first scrape, before the scenario
     disconnect_reasons: set[str] = field(default_factory=set)
-    clients: list[RecordingClient] = field(default_factory=list)
 
     def variables(self, room: str = ".+") -> dict[str, str]:
         scenario = max(2, math.ceil(self.at - self.started) + 2)
@@ -329,11 +328,6 @@ def play_scenario(scraped: Scraped) -> None:
     disconnects, in three phases with a scrape after each so every rate has a before and after."""
     server, prometheus = scraped.server, scraped.prometheus
     url = server.url
-
-    def connect(http: requests.Session) -> RecordingClient:
-        client = server.socket(http)
-        scraped.clients.append(client)
-        return client
 
     def join(client: RecordingClient, room: str) -> None:
         assert client.request("join", {"room": room})["ok"]
@@ -365,7 +359,7 @@ def play_scenario(scraped: Scraped) -> None:
         )
 
     def rejections(alice1: RecordingClient, erin1: RecordingClient, bob: requests.Session) -> None:
-        assert erin1.request("message", {"room": "lobby", "text": "hi"})["error"] == "not_in_room"
+        assert erin1.request("message", {"room": "dev", "text": "hi"})["error"] == "not_in_room"
         assert alice1.request("message", {"room": "lobby", "text": "x" * 2001})["error"] == (
             "message_too_long"
         )
@@ -390,7 +384,7 @@ def play_scenario(scraped: Scraped) -> None:
     bad_login("alice")
     bad_login("mallory")
     alice1, alice2, bob1, carol1, dave1, erin1 = (
-        connect(http) for http in (alice, alice, bob, carol, dave, erin)
+        server.socket(http) for http in (alice, alice, bob, carol, dave, erin)
     )
     refused_connect()
     join(alice1, "lobby")
@@ -407,16 +401,17 @@ def play_scenario(scraped: Scraped) -> None:
     say(carol1, "extra-1")
     rejections(alice1, erin1, bob)
     typing_seen_by(alice1, bob1)
+    post(frank, "dev", status=403)
     assert alice.get(url + "/rooms/lobby/messages", timeout=10).status_code == 200
-    assert frank.post(url + "/logout", timeout=10).status_code == 204
+    assert frank.post(url + "/logout", json={}, timeout=10).status_code == 204
     scrape()
 
     # Phase B: more of everything, the first leave and the first disconnect.
     gina = server.login("gina")
     frank = server.login("frank")
     bad_login("bob")
-    assert frank.post(url + "/logout", timeout=10).status_code == 204
-    carol2 = connect(carol)
+    assert frank.post(url + "/logout", json={}, timeout=10).status_code == 204
+    carol2 = server.socket(carol)
     refused_connect()
     join(carol1, "lobby")
     join(erin1, "lobby")
@@ -454,9 +449,6 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         play_scenario(result)
         yield result
     finally:
-        for client in result.clients:
-            if client.connected:
-                client.disconnect()
         prometheus.stop()
         server.stop()
     assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
