@@ -100,6 +100,11 @@ class ChatService:
             connection.user, sid, reason, time_since(connection.connected_at)
         )
 
+    def disconnect_all(self) -> None:
+        """Shutdown: close every connection of this process (each leaves its rooms)."""
+        for connection in self.connections.all():
+            self.broadcaster.disconnect(connection.sid)
+
     def end_session(self, session_token: str) -> None:
         """Logout: close this process's connections that rode on the session."""
         for connection in self.connections.with_session(session_token):

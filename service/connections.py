@@ -33,6 +33,10 @@ class ConnectionRegistry:
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
 
+    def all(self) -> list[Connection]:
+        with self._lock:
+            return list(self._by_sid.values())
+
     def with_session(self, token: str) -> list[Connection]:
         with self._lock:
             return [c for c in self._by_sid.values() if c.session_token == token]

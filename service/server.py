@@ -2,26 +2,37 @@
 
 eventlet (the default) and gevent each run their own WSGI server, with the Socket.IO
 middleware inside the app; the connection limit is raised from eventlet's default of 1024 to
-`CHAT_MAX_CONNECTIONS`, and the open-file limit with it. SIGINT and SIGTERM end the loop after a
-`service_stopping` event.
+`CHAT_MAX_CONNECTIONS`, and the open-file limit with it.
+
+SIGINT and SIGTERM stop the service the same way in every mode: every Socket.IO client is
+disconnected (so each room hears `left` and the gauges return to zero), the server stops
+accepting and finishes its requests for at most `SHUTDOWN_GRACE_S`, then a `service_stopping`
+event is the last line. A signal handler never raises into whichever green thread it
+interrupted; it schedules the shutdown on the event loop instead.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import os
 import resource
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from flask import Flask
 
 from service import __version__, create_app
+from service.chat import ChatService
 from service.telemetry.events import Telemetry
+from service.telemetry.logging import route_stderr_through_logging
+
+SHUTDOWN_GRACE_S = 5.0
 
 
 class Stop(Exception):
-    """Raised in the main loop by a signal handler."""
+    """Thrown into the main loop to end it."""
 
 
 def raise_open_file_limit(wanted: int) -> None:
@@ -33,41 +44,39 @@ def raise_open_file_limit(wanted: int) -> None:
 
 def serve(mode: str) -> None:
     app = create_app()
+    route_stderr_through_logging()
     config = app.config
     telemetry: Telemetry = app.extensions["chat.telemetry"]
+    chat: ChatService = app.extensions["chat.service"]
     host, port = str(config["HOST"]), int(config["PORT"])
     max_connections = int(config["MAX_CONNECTIONS"])
     raise_open_file_limit(max_connections + 256)
-
     stopping: dict[str, str] = {}
 
-    def on_signal(signum: int, _: FrameType | None = None) -> None:
-        stopping.setdefault("reason", signal.Signals(signum).name)
-        raise Stop
+    def stop_reason(signum: int) -> bool:
+        """Record the first signal; False for a repeated one."""
+        if "reason" in stopping:
+            return False
+        stopping["reason"] = signal.Signals(signum).name
+        return True
 
-    started: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "async_mode": str(config["ASYNC_MODE"]),
-        "store": app.extensions["chat.store"].name,
-        "message_queue": str(config["MESSAGE_QUEUE"] or "none"),
-        "version": __version__,
-    }
-    try:
-        if mode == "eventlet":
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-            run_eventlet(app, host, port, max_connections, telemetry, started)
-        elif mode == "gevent":
-            run_gevent(app, host, port, max_connections, telemetry, started, stopping)
-        else:
-            signal.signal(signal.SIGTERM, on_signal)
-            telemetry.service_started(**started)
-            app.extensions["chat.socketio"].run(
-                app, host=host, port=port, allow_unsafe_werkzeug=True
-            )
-    except (Stop, KeyboardInterrupt):
-        pass
+    def announce() -> None:
+        telemetry.service_started(
+            host=host,
+            port=port,
+            async_mode=str(config["ASYNC_MODE"]),
+            store=app.extensions["chat.store"].name,
+            message_queue=str(config["MESSAGE_QUEUE"] or "none"),
+            version=__version__,
+        )
+
+    def force_exit() -> None:
+        telemetry.service_stopping(stopping.get("reason", "unknown") + " (grace period over)")
+        os._exit(0)
+
+    runners = {"eventlet": run_eventlet, "gevent": run_gevent, "threading": run_threading}
+    with contextlib.suppress(Stop, KeyboardInterrupt):
+        runners[mode](app, host, port, max_connections, chat, announce, stop_reason, force_exit)
     telemetry.service_stopping(stopping.get("reason", "SIGINT"))
 
 
@@ -76,21 +85,32 @@ def run_eventlet(
     host: str,
     port: int,
     max_connections: int,
-    telemetry: Telemetry,
-    started: dict[str, Any],
+    chat: ChatService,
+    announce: Callable[[], None],
+    stop_reason: Callable[[int], bool],
+    force_exit: Callable[[], None],
 ) -> None:
     import eventlet
     import eventlet.wsgi
+    import greenlet
+    from eventlet import hubs
 
+    main = greenlet.getcurrent()
+
+    def shutdown() -> None:
+        chat.disconnect_all()
+        eventlet.spawn_after(SHUTDOWN_GRACE_S, force_exit)
+        hubs.get_hub().schedule_call_global(0, main.throw, Stop())
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        if stop_reason(signum):
+            eventlet.spawn(shutdown)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     listener = eventlet.listen((host, port), backlog=2048)
-    telemetry.service_started(**started)
-    eventlet.wsgi.server(
-        listener,
-        app,
-        log=logging.getLogger("eventlet.wsgi"),
-        log_output=False,
-        max_size=max_connections,
-    )
+    announce()
+    eventlet.wsgi.server(listener, app, log_output=False, max_size=max_connections)
 
 
 def run_gevent(
@@ -98,14 +118,14 @@ def run_gevent(
     host: str,
     port: int,
     max_connections: int,
-    telemetry: Telemetry,
-    started: dict[str, Any],
-    stopping: dict[str, str],
+    chat: ChatService,
+    announce: Callable[[], None],
+    stop_reason: Callable[[int], bool],
+    force_exit: Callable[[], None],
 ) -> None:
     import gevent
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
-
     from geventwebsocket.handler import WebSocketHandler
 
     server = WSGIServer(
@@ -114,17 +134,41 @@ def run_gevent(
         handler_class=WebSocketHandler,
         spawn=Pool(max_connections),
         log=None,
-        error_log=logging.getLogger("gevent.pywsgi"),
         backlog=2048,
     )
 
-    def stop(signum: int) -> None:
-        # gevent runs this in a greenlet of its own: raising here would only print a traceback.
-        stopping.setdefault("reason", signal.Signals(signum).name)
-        server.stop(timeout=2)
+    def on_signal(signum: int) -> None:
+        # gevent runs this in a greenlet of its own, on the loop.
+        if stop_reason(signum):
+            chat.disconnect_all()
+            server.stop(timeout=SHUTDOWN_GRACE_S)
 
-    gevent.signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
-    gevent.signal_handler(signal.SIGINT, stop, signal.SIGINT)
+    gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
+    gevent.signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
     server.start()
-    telemetry.service_started(**started)
+    announce()
     server.serve_forever()
+
+
+def run_threading(
+    app: Flask,
+    host: str,
+    port: int,
+    max_connections: int,
+    chat: ChatService,
+    announce: Callable[[], None],
+    stop_reason: Callable[[int], bool],
+    force_exit: Callable[[], None],
+) -> None:
+    """Werkzeug's development server: for debugging, not for production."""
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        if stop_reason(signum):
+            chat.disconnect_all()
+            raise Stop
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    announce()
+    socketio: Any = app.extensions["chat.socketio"]
+    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import structlog
 from flask import request, session
-from flask_socketio import SocketIO
+from flask_socketio import ConnectionRefusedError, SocketIO
 
 from service.accounts import Accounts
 from service.chat import ChatService

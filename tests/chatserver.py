@@ -82,6 +82,7 @@ class ChatServer:
         self.process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._clients: list[RecordingClient | requests.Session] = []  # closed by stop()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> ChatServer:
@@ -107,7 +108,7 @@ class ChatServer:
                 raise RuntimeError(f"chat-service exited early:\n{self.output()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
-                    self.wait_for_event("service_started")
+                    wait_until(self._announced_start)
                     return self
             except requests.RequestException:
                 pass
@@ -127,7 +128,19 @@ class ChatServer:
                 self.process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.close_clients()
         return self.process.returncode
+
+    def close_clients(self) -> None:
+        """Disconnect the Socket.IO clients and close the HTTP sessions this server handed out."""
+        while self._clients:
+            client = self._clients.pop()
+            if isinstance(client, RecordingClient):
+                client.disconnect()
+            else:
+                client.close()
 
     def restart(self) -> ChatServer:
         """Stop and start again on the same port (the in-memory state starts empty)."""
@@ -135,6 +148,12 @@ class ChatServer:
         self.events.clear()
         self.bad_lines.clear()
         return self.start()
+
+    def _announced_start(self) -> bool:
+        with self._lock:  # a console-format server's lines are not JSON: look at the text
+            return any(e.get("event") == "service_started" for e in self.events) or any(
+                "service_started" in line for line in self.bad_lines
+            )
 
     def _read_stdout(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -197,6 +216,7 @@ class ChatServer:
     def login(self, username: str, password: str = "correct horse battery") -> requests.Session:
         """A logged-in HTTP session for `username` (registered first when new)."""
         http = requests.Session()
+        self._clients.append(http)
         reply = http.post(
             self.url + "/register", json={"username": username, "password": password}, timeout=10
         )
@@ -212,6 +232,7 @@ class ChatServer:
     ) -> RecordingClient:
         """A connected Socket.IO client carrying `http`'s session cookie."""
         client = RecordingClient()
+        self._clients.append(client)
         cookie = "; ".join(f"{c.name}={c.value}" for c in http.cookies)
         client.connect(
             self.url,

@@ -154,8 +154,9 @@ def test_login_is_rate_limited_per_user_for_known_and_unknown_names(make_app: An
 
 def test_login_is_rate_limited_per_address(make_app: Any) -> None:
     client = make_app(LOGIN_RATE_LIMIT_PER_ADDRESS="3 per minute").test_client()
-    codes = [client.post("/login", json=creds(f"user{i}", "whatever1")).status_code
-             for i in range(4)]  # fmt: skip
+    codes = [
+        client.post("/login", json=creds(f"user{i}", "whatever1")).status_code for i in range(4)
+    ]
     assert codes == [401, 401, 401, 429]
 
 

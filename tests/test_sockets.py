@@ -31,8 +31,13 @@ def test_join_acks_members_and_history_and_tells_the_room(chat: InProcessChat) -
     alice_http = chat.user("alice")
     alice = chat.socket(alice_http)
     ack = alice.emit("join", {"room": "lobby"}, callback=True)
-    assert ack == {"ok": True, "room": "lobby", "members": ["alice"], "history": [],
-                   "epoch": ack["epoch"]}  # fmt: skip
+    assert ack == {
+        "ok": True,
+        "room": "lobby",
+        "members": ["alice"],
+        "history": [],
+        "epoch": ack["epoch"],
+    }
     alice.emit("message", {"room": "lobby", "text": "first"}, callback=True)
     bob = chat.socket(chat.user("bob"))
     alice.get_received()
@@ -95,7 +100,10 @@ def test_leave_and_disconnect_tell_the_room_and_restore_gauges(chat: InProcessCh
     alice.emit("join", {"room": "second"}, callback=True)
     bob.get_received()
     with capture_logs() as logs:
-        assert alice.emit("leave", {"room": "lobby"}, callback=True) == {"ok": True, "room": "lobby"}
+        assert alice.emit("leave", {"room": "lobby"}, callback=True) == {
+            "ok": True,
+            "room": "lobby",
+        }
     assert chat.received(bob, "left") == [{"room": "lobby", "user": "alice", "members": ["bob"]}]
     [left] = [e for e in logs if e["event"] == "room_left"]
     assert left["reason"] == "leave" and left["members"] == 1
@@ -138,15 +146,23 @@ def test_join_twice_is_idempotent(chat: InProcessChat) -> None:
     assert chat.metric("chat_room_joins_total", room="lobby") == 1.0
 
 
-BAD_PAYLOADS = [None, 42, "lobby", [], ["lobby"], {}, {"room": None}, {"room": 5},
-                {"room": ["lobby"]}, {"room": {"$ne": 1}}]  # fmt: skip
+BAD_PAYLOADS = [
+    None,
+    42,
+    "lobby",
+    [],
+    ["lobby"],
+    {},
+    {"room": None},
+    {"room": 5},
+    {"room": ["lobby"]},
+    {"room": {"$ne": 1}},
+]
 BAD_ROOMS = ["", "has space", "x" * 65, "../etc", "é", "a/b", "<script>", "room\n"]
 
 
 @pytest.mark.parametrize("event", ["join", "leave", "message"])
-def test_malformed_payloads_are_refused_and_change_nothing(
-    chat: InProcessChat, event: str
-) -> None:
+def test_malformed_payloads_are_refused_and_change_nothing(chat: InProcessChat, event: str) -> None:
     alice, bob = joined_pair(chat)
     bob.get_received()
     for payload in BAD_PAYLOADS:
@@ -156,13 +172,19 @@ def test_malformed_payloads_are_refused_and_change_nothing(
         ack = alice.emit(event, {"room": room, "text": "hi"}, callback=True)
         assert ack["ok"] is False and ack["error"] == "invalid_room", room
     if event == "message":
-        for text, code in [(None, "invalid_payload"), (7, "invalid_payload"), ("  ", "empty_message"),
-                           ("x" * 2001, "message_too_long")]:  # fmt: skip
+        for text, code in [
+            (None, "invalid_payload"),
+            (7, "invalid_payload"),
+            ("  ", "empty_message"),
+            ("x" * 2001, "message_too_long"),
+        ]:
             ack = alice.emit(event, {"room": "lobby", "text": text}, callback=True)
             assert ack["error"] == code
         expected = len(BAD_PAYLOADS) + 2
-        assert chat.metric("chat_messages_rejected_total", source="socket",
-                           reason="invalid_payload") == expected  # fmt: skip
+        assert (
+            chat.metric("chat_messages_rejected_total", source="socket", reason="invalid_payload")
+            == expected
+        )
     assert bob.get_received() == []
     assert chat.metric("chat_rooms") == 1.0 and chat.metric("chat_room_members", room="lobby") == 2
     assert alice.emit("message", {"room": "lobby", "text": "still fine"}, callback=True)["id"] == 1
@@ -172,8 +194,10 @@ def test_messages_are_numbered_per_room_without_gaps(chat: InProcessChat) -> Non
     alice = chat.socket(chat.user("alice"))
     for room in ("one", "two"):
         alice.emit("join", {"room": room}, callback=True)
-    ids = [alice.emit("message", {"room": room, "text": "x"}, callback=True)["id"]
-           for room in ("one", "two", "one", "one", "two")]  # fmt: skip
+    ids = [
+        alice.emit("message", {"room": room, "text": "x"}, callback=True)["id"]
+        for room in ("one", "two", "one", "one", "two")
+    ]
     assert ids == [1, 1, 2, 3, 2]
 
 
@@ -181,8 +205,9 @@ def test_message_rate_limit(make_app: Any) -> None:
     chat = InProcessChat(make_app(MESSAGE_RATE_LIMIT="3 per minute"))
     alice = chat.socket(chat.user("alice"))
     alice.emit("join", {"room": "lobby"}, callback=True)
-    acks = [alice.emit("message", {"room": "lobby", "text": "spam"}, callback=True)
-            for _ in range(4)]  # fmt: skip
+    acks = [
+        alice.emit("message", {"room": "lobby", "text": "spam"}, callback=True) for _ in range(4)
+    ]
     assert [a["ok"] for a in acks] == [True, True, True, False]
     assert acks[-1]["error"] == "rate_limited" and acks[-1]["retry_after"] >= 1
 
@@ -223,15 +248,21 @@ def test_room_labels_are_capped_and_freed(make_app: Any) -> None:
     assert chat.metric("chat_messages_total", room="_other", source="socket") == 2.0
     assert chat.metric("chat_room_joins_total", room="_other") == 2.0
     alice.emit("leave", {"room": "r1"}, callback=True)
-    for metric, labels in [("chat_room_members", {}), ("chat_room_joins_total", {}),
-                           ("chat_messages_total", {"source": "socket"})]:  # fmt: skip
+    for metric, labels in [
+        ("chat_room_members", {}),
+        ("chat_room_joins_total", {}),
+        ("chat_messages_total", {"source": "socket"}),
+    ]:
         assert chat.metric(metric, room="r1", **labels) is None, metric
     alice.emit("join", {"room": "r5"}, callback=True)  # takes the freed place
     assert chat.metric("chat_room_members", room="r5") == 1.0
     assert chat.metric("chat_room_members", room="_other") == 2.0
     exposition = chat.app.test_client().get("/metrics").get_data(as_text=True)
-    rooms = {line.split('room="')[1].split('"')[0]
-             for line in exposition.splitlines() if 'room="' in line}  # fmt: skip
+    rooms = {
+        line.split('room="')[1].split('"')[0]
+        for line in exposition.splitlines()
+        if 'room="' in line
+    }
     assert rooms == {"r2", "r5", "_other"}
 
 
@@ -269,7 +300,9 @@ def shared_chat() -> tuple[InProcessChat, list[Any]]:
     return chat, [chat.user(f"user{n}") for n in range(3)]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(operations=OPERATIONS)
 def test_gauges_equal_the_state_after_any_sequence(
     shared_chat: tuple[InProcessChat, list[Any]], operations: list[Any]

@@ -9,6 +9,7 @@ when stdout is not a terminal (or `CHAT_LOG_FORMAT=json`), a coloured readable l
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -107,6 +108,29 @@ def configure_logging(
     for noisy in ("engineio", "socketio", "werkzeug", "geventwebsocket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
+
+
+class LoggingStream(io.TextIOBase):
+    """A file for libraries that write to stderr directly (http.server's error lines, eventlet's
+    websocket, gevent's hub): each line written becomes a log record in the one pipeline."""
+
+    def __init__(self, logger_name: str, level: int = logging.WARNING) -> None:
+        self.logger = logging.getLogger(logger_name)
+        self.level = level
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.log(self.level, line.rstrip())
+        return len(text)
+
+
+def route_stderr_through_logging() -> None:
+    """The serving process writes nothing raw: stderr joins the pipeline (which writes stdout)."""
+    sys.stderr = LoggingStream("stderr")
 
 
 def get_logger(name: str = "chat") -> Any:
