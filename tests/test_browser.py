@@ -455,6 +455,7 @@ def test_a_dropped_connection_rejoins_and_catches_up_without_gaps_or_duplicates(
             assert bob.request("message", {"room": room, "text": f"during {n}"})["ok"]
         screenshot(alice.page, "reconnecting")
 
+        requests_before = len(alice.watch.requests)
         proxy.restore()
         expect(alice.page.locator("#connection")).to_have_attribute("data-state", "connected")
         expected = (
@@ -464,6 +465,9 @@ def test_a_dropped_connection_rejoins_and_catches_up_without_gaps_or_duplicates(
         )
         shown = alice.wait_for_texts(expected)
         assert [m["id"] for m in shown] == list(range(1, 10))
+        # After the rejoin the page asked for what followed the last id it had.
+        catch_up = re.compile(rf"/rooms/{room}/messages\?after=\d+")
+        assert any(catch_up.search(url) for url in alice.watch.requests[requests_before:])
         expect(alice.page.locator("#messages .message.pending")).to_have_count(0)
         expect(alice.page.locator("#connection-banner")).to_be_hidden()
         # The page rejoined by itself, and the held message went out exactly once.

@@ -228,14 +228,17 @@ async function joinRoom(name, { rejoin = false } = {}) {
   }
   withScroll(room, () => countUnread(room, room.applyJoin(ack).added));
   for (const event of buffered) applyLive(room, event);
-  await catchUp(room);
+  // Always ask once for anything after the last id we have: a message stored between the
+  // join's history snapshot and our entering the room's broadcast would otherwise stay unseen.
+  await catchUp(room, { force: true });
   flushSends(room);
   renderAll();
   return ack;
 }
 
 /** Fetch whatever the room said while we were away: `after=` the last id we have, page by page. */
-async function catchUp(room) {
+async function catchUp(room, { force = false } = {}) {
+  room.catchUpWanted = Boolean(room.catchUpWanted) || force;
   if (room.catchingUp) {
     room.catchUpAgain = true;
     return;
@@ -244,7 +247,8 @@ async function catchUp(room) {
   try {
     do {
       room.catchUpAgain = false;
-      while (room.joined && room.hasGap()) {
+      while (room.joined && (room.catchUpWanted || room.hasGap())) {
+        room.catchUpWanted = false;
         const after = room.lastId;
         const url = `/rooms/${encodeURIComponent(room.name)}/messages?after=${after}&limit=${historyLimit}`;
         const page = await getJSON(url);
