@@ -42,7 +42,7 @@ pytest: $(STAMPS)/test ## the test suite alone
 test: $(STAMPS)/test system-packages lint typecheck pytest ## set up, install what the tests need, lint, type-check and run every test
 
 bench: $(STAMPS)/test ## benchmarks that print figures (login cost and event-loop stall)
-	$(BIN)/python -m tests.bench.login_stall
+	$(BIN)/python tests/bench_login_stall.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache test-artifacts

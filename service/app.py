@@ -87,7 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         store,
         telemetry,
         limiter,
-        make_offloader(async_mode),
+        make_offloader(async_mode, int(config["HASH_CONCURRENCY"]) or None),
         session_lifetime_s=float(config["SESSION_LIFETIME"]),
         max_users=int(config["MAX_USERS"]),
         login_limit_per_address=validate(str(config["LOGIN_RATE_LIMIT_PER_ADDRESS"])),

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,  # request bodies and Socket.IO packets, in bytes
     # Security
     "SECRET_KEY": None,  # None: a random key per process, and a warning at start-up
+    "HASH_CONCURRENCY": 0,  # password hashes computed at once; 0: one per CPU
     "SESSION_LIFETIME": 24 * 3600,  # seconds a login lasts
     "SESSION_COOKIE_SECURE": False,  # set true behind HTTPS
     "SESSION_COOKIE_HTTPONLY": True,

@@ -1,36 +1,43 @@
-"""Run CPU-heavy calls (password hashing) off the event loop.
+"""Run CPU-heavy calls (password hashing) off the event loop, a bounded number at a time.
 
 A scrypt hash takes about 0.1 s of CPU. Called on eventlet's or gevent's hub it would freeze
 every connection for that long, so it runs in the async library's pool of real OS threads
-(hashlib releases the GIL while it hashes). Under `threading` each request has its own thread
-already, so the call runs in place.
+(hashlib releases the GIL while it hashes). At most `concurrency` calls run at once (default:
+the number of CPUs): more would only fight the event loop's thread for the same cores, so the
+rest wait their turn in their own green threads, which costs the loop nothing. Under
+`threading` each request has its own thread already, so the call runs there.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def make_offloader(async_mode: str) -> Callable[..., Any]:
+def make_offloader(async_mode: str, concurrency: int | None = None) -> Callable[..., Any]:
+    # Created after monkey-patching, so under eventlet/gevent this is a green semaphore.
+    slots = threading.BoundedSemaphore(concurrency or os.cpu_count() or 1)
+    run_in_thread: Callable[..., Any]
     if async_mode == "eventlet":
         from eventlet import tpool
 
-        def run_eventlet(fn: Callable[..., T], *args: Any) -> T:
-            return tpool.execute(fn, *args)  # type: ignore[no-any-return]
-
-        return run_eventlet
-    if async_mode == "gevent":
+        run_in_thread = tpool.execute
+    elif async_mode == "gevent":
         import gevent
 
-        def run_gevent(fn: Callable[..., T], *args: Any) -> T:
+        def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
             return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+    else:
 
-        return run_gevent
+        def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
+            return fn(*args)
 
-    def run_in_place(fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args)
+    def offload(fn: Callable[..., T], *args: Any) -> T:
+        with slots:
+            return run_in_thread(fn, *args)  # type: ignore[no-any-return]
 
-    return run_in_place
+    return offload
