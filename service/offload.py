@@ -38,6 +38,6 @@ def make_offloader(async_mode: str, concurrency: int | None = None) -> Callable[
 
     def offload(fn: Callable[..., T], *args: Any) -> T:
         with slots:
-            return run_in_thread(fn, *args)  # type: ignore[no-any-return]
+            return run_in_thread(fn, *args)
 
     return offload

@@ -289,6 +289,8 @@ async function leaveRoom(name) {
   saveRooms();
   renderAll();
   refreshRoomList();
+  // The Leave button may be gone now: put the focus where the next action is.
+  (current ? ui.input : ui.joinInput).focus();
 }
 
 async function refreshRoomList() {
