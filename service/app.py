@@ -66,6 +66,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         logger=False,
         engineio_logger=False,
     )
+    if config["MESSAGE_QUEUE"] and config["STORE"] == "memory":
+        raise ValueError(
+            "CHAT_MESSAGE_QUEUE without a shared CHAT_STORE would split the chat's state "
+            "between processes; scale-out is not available in this version"
+        )
     store = open_store(
         str(config["STORE"]),
         history_limit=int(config["HISTORY_LIMIT"]),

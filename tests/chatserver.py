@@ -105,6 +105,7 @@ class ChatServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"chat-service exited early:\n{self.output()}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
