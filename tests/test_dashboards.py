@@ -677,7 +677,8 @@ def test_variables_list_what_was_scraped(scraped: Scraped) -> None:
 @pytest.mark.prometheus
 def test_alert_rules_evaluate_on_the_live_metrics(scraped: Scraped) -> None:
     """The shipped rules, loaded by the real Prometheus: no evaluation error, the room-cap
-    overflow the scenario caused is noticed, and nothing else is."""
+    overflow the scenario caused is noticed, and the few bad logins and rejected messages
+    are not mistaken for an attack."""
 
     def states() -> dict[str, str]:
         rules = scraped.prometheus.rules()
@@ -686,10 +687,11 @@ def test_alert_rules_evaluate_on_the_live_metrics(scraped: Scraped) -> None:
         return {rule["name"]: rule["state"] for rule in rules}
 
     wait_until(lambda: states()["ChatRoomMetricsOverflow"] != "inactive", timeout=15)
-    assert set(states()) == {rule["alert"] for rule in alert_rules()}
-    assert {name for name, state in states().items() if state != "inactive"} == {
-        "ChatRoomMetricsOverflow"
-    }
+    now = states()
+    assert set(now) == {rule["alert"] for rule in alert_rules()}
+    # The latency alerts depend on how busy the test machine is, the others on counts alone.
+    for quiet in ("ChatServiceDown", "ChatLoginFailuresSpiking", "ChatMessagesRejectedHigh"):
+        assert now[quiet] == "inactive", (quiet, now)
 
 
 @pytest.mark.prometheus
