@@ -373,7 +373,8 @@ def play_scenario(scraped: Scraped) -> None:
     def scrape() -> None:
         scraped.at = prometheus.wait_for_scrape_after(time.time())
 
-    scraped.started = prometheus.wait_for_scrape_after(time.time())
+    # The first scrape comes a few seconds after start-up, later ones every second.
+    scraped.started = prometheus.wait_for_scrape_after(time.time(), timeout=60)
 
     # Phase A: six people arrive; rooms fill, in the order that decides their labels.
     alice, bob, carol, dave, erin, frank = (
