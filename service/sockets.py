@@ -1,8 +1,9 @@
 """The Socket.IO door: authenticate connections and hand each event to the chat domain.
 
 Every handler is wrapped by `socket_event`, which finds the connection, checks its session is
-still alive (a logout elsewhere ends it), binds `user`/`sid` to the log context, times the
-event, and turns a refusal into the contract's ack `{ok: false, error, message}`. Nothing a
+still alive (a logout elsewhere ends it), times the event, and turns a refusal into the
+contract's ack `{ok: false, error, message}`. Each log event names its `user` and `sid`
+itself, so every line has exactly the fields the README documents. Nothing a
 client sends reaches the domain unparsed, and no exception escapes to python-socketio.
 """
 
@@ -13,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import structlog
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, SocketIO
 
@@ -67,8 +67,7 @@ def register_socket_handlers(
                         if connection is not None:
                             chat.broadcaster.disconnect(sid)
                         raise ChatError("unauthorized", "your session has ended; log in again")
-                    with structlog.contextvars.bound_contextvars(user=connection.user, sid=sid):
-                        return handle(connection, args[0] if args else None)
+                    return handle(connection, args[0] if args else None)
                 except ChatError as refusal:
                     return refusal.as_ack()
                 except Exception:
