@@ -77,8 +77,8 @@ class ChatService:
         telemetry.metrics.observe_state(
             connections=self.connections.count,
             users_online=self.connections.users_online,
-            active_rooms=lambda: len(self.store.active_rooms()),
-            room_member_counts=self.store.active_rooms,
+            active_rooms=self.connections.active_rooms,
+            room_member_counts=self.connections.room_member_counts,
         )
 
     # -- connections -------------------------------------------------------------------------
@@ -131,13 +131,13 @@ class ChatService:
             self._refused(connection, "join", payload, refusal)
             raise
         if result.added:
-            connection.rooms.add(room)
+            activated = self.connections.enter(connection, room)
             self.broadcaster.enter(connection.sid, room)
             self.broadcaster.emit(
                 "joined", {"room": room, "user": connection.user, "members": result.members}, room
             )
             self.telemetry.room_joined(
-                connection.user, room, connection.sid, len(result.members), result.activated
+                connection.user, room, connection.sid, len(result.members), activated
             )
         return {
             "ok": True,
@@ -160,7 +160,7 @@ class ChatService:
 
     def _leave(self, connection: Connection, room: str, reason: str) -> None:
         result = self.store.leave(room, connection.user, connection.sid)
-        connection.rooms.discard(room)
+        emptied = self.connections.exit(connection, room)
         self.broadcaster.exit(connection.sid, room)
         if not result.removed:
             return
@@ -168,7 +168,7 @@ class ChatService:
             "left", {"room": room, "user": connection.user, "members": result.members}, room
         )
         self.telemetry.room_left(
-            connection.user, room, connection.sid, len(result.members), reason, result.emptied
+            connection.user, room, connection.sid, len(result.members), reason, emptied
         )
 
     def _refused(

@@ -1,9 +1,15 @@
-"""The Socket.IO connections this process holds: who is behind each sid, and its rooms."""
+"""The Socket.IO connections this process holds: who is behind each sid, and its rooms.
+
+This is the process's own view, kept beside the store: it answers "is this connection in that
+room" without a store round trip, and it is what the gauges report (connections, users online,
+rooms and their members, as seen by this process; with several processes Prometheus sums them).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -21,17 +27,43 @@ class ConnectionRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_sid: dict[str, Connection] = {}
+        self._room_users: dict[str, Counter[str]] = {}  # room -> user -> connections in it
 
     def add(self, connection: Connection) -> None:
         with self._lock:
             self._by_sid[connection.sid] = connection
 
     def remove(self, sid: str) -> Connection | None:
+        """Forget a connection; it must have left its rooms (`exit`) first."""
         with self._lock:
             return self._by_sid.pop(sid, None)
 
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
+
+    def enter(self, connection: Connection, room: str) -> bool:
+        """The connection is in `room` now. True when the room had nobody here before."""
+        with self._lock:
+            connection.rooms.add(room)
+            users = self._room_users.setdefault(room, Counter())
+            activated = not users
+            users[connection.user] += 1
+            return activated
+
+    def exit(self, connection: Connection, room: str) -> bool:
+        """The connection left `room`. True when nobody here is in it any more."""
+        with self._lock:
+            if room not in connection.rooms:
+                return False
+            connection.rooms.discard(room)
+            users = self._room_users[room]
+            users[connection.user] -= 1
+            if users[connection.user] <= 0:
+                del users[connection.user]
+            if users:
+                return False
+            del self._room_users[room]
+            return True
 
     def all(self) -> list[Connection]:
         with self._lock:
@@ -47,3 +79,11 @@ class ConnectionRegistry:
     def users_online(self) -> int:
         with self._lock:
             return len({c.user for c in self._by_sid.values()})
+
+    def room_member_counts(self) -> dict[str, int]:
+        """Users in each room that has somebody here."""
+        with self._lock:
+            return {room: len(users) for room, users in self._room_users.items()}
+
+    def active_rooms(self) -> int:
+        return len(self._room_users)

@@ -24,14 +24,12 @@ class JoinResult:
     members: list[str]
     history: list[Message]
     added: bool  # the connection was not in the room before
-    activated: bool  # the room had no members before
 
 
 @dataclass(frozen=True, slots=True)
 class LeaveResult:
     members: list[str]
     removed: bool  # the connection was in the room
-    emptied: bool  # nobody is left
 
 
 class RoomLimitReached(Exception):

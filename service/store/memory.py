@@ -110,22 +110,21 @@ class MemoryStore:
     def join(self, room: str, user: str, sid: str) -> JoinResult:
         with self._lock:
             state = self._room_for_join(room)
-            activated = not state.connections
             sids = state.connections.setdefault(user, set())
             added = sid not in sids
             sids.add(sid)
-            return JoinResult(state.members(), list(state.history), added, activated)
+            return JoinResult(state.members(), list(state.history), added)
 
     def leave(self, room: str, user: str, sid: str) -> LeaveResult:
         with self._lock:
             state = self._rooms.get(room)
             sids = state.connections.get(user) if state else None
             if state is None or sids is None or sid not in sids:
-                return LeaveResult(state.members() if state else [], False, False)
+                return LeaveResult(state.members() if state else [], False)
             sids.discard(sid)
             if not sids:
                 del state.connections[user]
-            return LeaveResult(state.members(), True, not state.connections)
+            return LeaveResult(state.members(), True)
 
     def is_member(self, room: str, user: str) -> bool:
         with self._lock:

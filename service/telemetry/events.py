@@ -134,16 +134,16 @@ class Telemetry:
         self._write("connect_rejected", remote_addr=remote_addr, reason=reason)
 
     # -- rooms and messages ----------------------------------------------------------------
-    def room_joined(self, user: str, room: str, sid: str, members: int, first: bool) -> None:
-        """`first`: the room just became active (it claims a room label if one is free)."""
-        label = self.metrics.rooms.claim(room) if first else self.metrics.rooms.label(room)
+    def room_joined(self, user: str, room: str, sid: str, members: int, activated: bool) -> None:
+        """`activated`: the room just became active here (it claims a room label if free)."""
+        label = self.metrics.rooms.claim(room) if activated else self.metrics.rooms.label(room)
         self.metrics.room_joins_total.labels(label).inc()
         self._write("room_joined", user=user, room=room, sid=sid, members=members)
 
     def room_left(
         self, user: str, room: str, sid: str, members: int, reason: str, emptied: bool
     ) -> None:
-        """`emptied`: nobody is left, so the room's series go and free its label."""
+        """`emptied`: nobody is left here, so the room's series go and free its label."""
         self.metrics.room_leaves_total.labels(self.metrics.rooms.label(room), reason).inc()
         if emptied:
             self.metrics.forget_room(room)
