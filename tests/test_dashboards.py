@@ -450,6 +450,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         play_scenario(result)
         yield result
     finally:
+        server.close_clients()
         prometheus.stop()
         server.stop()
     assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
