@@ -5,7 +5,9 @@ starts the real chat-service, keeps one Socket.IO client probing the loop (an id
 every 5 ms, timing the ack), and compares the probe's latency while 20 logins hash at once with
 the same probe on the idle server, measured in the same run. It also times one Werkzeug hash
 in this process, the cost the server pays per login, as the peer for the stall: a loop that
-hashed in place would stall for about 20 such hashes.
+hashed in place would stall for about 20 such hashes. Last, it compares failed logins for a
+real user with those for a name nobody registered: the ratio should be about 1 (no user
+enumeration by timing).
 """
 
 from __future__ import annotations
@@ -78,6 +80,26 @@ def logins(server: ChatServer, wall_ms: list[float]) -> None:
         thread.join()
 
 
+def failed_login_ms(server: ChatServer, username: str) -> float:
+    started = time.perf_counter()
+    reply = requests.post(
+        server.url + "/login",
+        json={"username": username, "password": "not the password"},
+        timeout=60,
+    )
+    assert reply.status_code == 401, reply.text
+    return (time.perf_counter() - started) * 1000
+
+
+def enumeration_timing(server: ChatServer, rounds: int = 15) -> tuple[float, float]:
+    """Median time of a wrong password for a real user, and of any password for nobody."""
+    known, unknown = [], []
+    for n in range(rounds):  # alternate, so drift in machine load hits both alike
+        known.append(failed_login_ms(server, f"user{n % CONCURRENT_LOGINS}"))
+        unknown.append(failed_login_ms(server, f"nobody{n}"))
+    return statistics.median(known), statistics.median(unknown)
+
+
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -95,6 +117,7 @@ def main() -> None:
             idle = probe_while(server, None, seconds=1.0)
             wall: list[float] = []
             busy = probe_while(server, lambda: logins(server, wall))  # noqa: B023
+            known_ms, unknown_ms = enumeration_timing(server)
         finally:
             server.stop()
         print(f"\n[{mode}] loop probe (socket `join` ack round trip)")
@@ -102,6 +125,10 @@ def main() -> None:
         during = f"during {CONCURRENT_LOGINS} logins at once:"
         print(f"  {during}  {summary(busy)}  ({len(busy)} probes)")
         print(f"  each login, client-observed: {summary(wall)}")
+        print(
+            f"  failed login, real user {known_ms:.1f} ms vs unknown user {unknown_ms:.1f} ms: "
+            f"ratio {unknown_ms / known_ms:.2f}"
+        )
         print(f"  worst stall / idle worst:          {max(busy) / max(idle):5.2f}x")
         print(
             f"  worst stall / one password check:  {max(busy) / cost:5.2f}x "
