@@ -18,7 +18,7 @@ from service.offload import make_offloader
 from service.paths import resource_dir
 from service.ratelimit import RateLimiter, validate
 from service.sockets import SocketIOBroadcaster, register_socket_handlers
-from service.store import open_store
+from service.store import open_store, rate_limit_storage
 from service.telemetry.events import Telemetry
 from service.telemetry.logging import configure_logging
 from service.telemetry.metrics import ChatMetrics
@@ -68,15 +68,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if config["MESSAGE_QUEUE"] and config["STORE"] == "memory":
         raise ValueError(
-            "CHAT_MESSAGE_QUEUE without a shared CHAT_STORE would split the chat's state "
-            "between processes; scale-out is not available in this version"
+            "CHAT_MESSAGE_QUEUE needs a shared CHAT_STORE (redis://…): with the in-memory "
+            "store each process would hold a different chat"
         )
     store = open_store(
         str(config["STORE"]),
         history_limit=int(config["HISTORY_LIMIT"]),
         max_rooms=int(config["MAX_ROOMS"]),
     )
-    limiter = RateLimiter("memory://")
+    limiter = RateLimiter(rate_limit_storage(str(config["STORE"])))
     chat = ChatService(
         store,
         telemetry,
@@ -106,6 +106,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             store.ping()
         except Exception:
             checks["store"] = "unreachable"
+        if config["MESSAGE_QUEUE"]:
+            checks["message_queue"] = (
+                "ok" if queue_reachable(config["MESSAGE_QUEUE"]) else "unreachable"
+            )
         return checks
 
     app.extensions.update(
@@ -127,6 +131,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     metrics.build_info.labels(__version__, async_mode, store.name).set(1)
     return app
+
+
+def queue_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
 
 
 def detect_async_mode() -> str:

@@ -105,6 +105,16 @@ class ChatService:
         for connection in self.connections.all():
             self.broadcaster.disconnect(connection.sid)
 
+    def reap(self) -> None:
+        """Connections of a process that died without disconnecting leave their rooms."""
+        for gone in self.store.reap_dead_instances():
+            self.broadcaster.emit(
+                "left", {"room": gone.room, "user": gone.user, "members": gone.members}, gone.room
+            )
+            self.telemetry.room_left(
+                gone.user, gone.room, gone.sid, len(gone.members), "disconnect", emptied=False
+            )
+
     def end_session(self, session_token: str) -> None:
         """Logout: close this process's connections that rode on the session."""
         for connection in self.connections.with_session(session_token):

@@ -29,6 +29,7 @@ from service.telemetry.events import Telemetry
 from service.telemetry.logging import route_stderr_through_logging
 
 SHUTDOWN_GRACE_S = 5.0
+HEARTBEAT_INTERVAL_S = 5.0  # a shared store forgets a process silent for 3 heartbeats
 
 
 class Stop(Exception):
@@ -74,10 +75,34 @@ def serve(mode: str) -> None:
         telemetry.service_stopping(stopping.get("reason", "unknown") + " (grace period over)")
         os._exit(0)
 
+    if app.extensions["chat.store"].name != "memory":
+        start_store_upkeep(app, chat, telemetry)
+
     runners = {"eventlet": run_eventlet, "gevent": run_gevent, "threading": run_threading}
     with contextlib.suppress(Stop, KeyboardInterrupt):
         runners[mode](app, host, port, max_connections, chat, announce, stop_reason, force_exit)
     telemetry.service_stopping(stopping.get("reason", "SIGINT"))
+
+
+def start_store_upkeep(app: Flask, chat: ChatService, telemetry: Telemetry) -> None:
+    """With a shared store: say this process is alive, and clear up after dead ones."""
+    socketio: Any = app.extensions["chat.socketio"]
+    store = chat.store
+    store.heartbeat()
+
+    def upkeep() -> None:
+        ticks = 0
+        while True:
+            socketio.sleep(HEARTBEAT_INTERVAL_S)
+            ticks += 1
+            try:
+                store.heartbeat()
+                if ticks % 2 == 0:
+                    chat.reap()
+            except Exception:
+                telemetry.unhandled_error("store upkeep")
+
+    socketio.start_background_task(upkeep)
 
 
 def run_eventlet(
@@ -106,8 +131,16 @@ def run_eventlet(
         if stop_reason(signum):
             eventlet.spawn(shutdown)
 
+    def keep_the_hub_waking() -> None:
+        # Python resumes an interrupted epoll wait with its old timeout (PEP 475), which for an
+        # idle hub is a minute: the shutdown spawned by a signal would wait that long. A short
+        # timer bounds the wait.
+        while True:
+            eventlet.sleep(0.2)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    eventlet.spawn(keep_the_hub_waking)
     listener = eventlet.listen((host, port), backlog=2048)
     announce()
     eventlet.wsgi.server(listener, app, log_output=False, max_size=max_connections)

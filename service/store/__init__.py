@@ -15,6 +15,13 @@ __all__ = ["ChatStore", "JoinResult", "LeaveResult", "MemoryStore", "Message", "
 def open_store(uri: str, history_limit: int, max_rooms: int) -> ChatStore:
     if uri == "memory":
         return MemoryStore(history_limit=history_limit, max_rooms=max_rooms)
-    raise ValueError(
-        f"CHAT_STORE={uri!r} is not supported by this version: use 'memory' (the default)"
-    )
+    if uri.startswith(("redis://", "rediss://", "unix://")):
+        from service.store.redis import RedisStore
+
+        return RedisStore(uri, history_limit=history_limit, max_rooms=max_rooms)
+    raise ValueError(f"CHAT_STORE={uri!r}: use 'memory' (the default) or a redis:// URL")
+
+
+def rate_limit_storage(uri: str) -> str:
+    """Where the rate limits count: in this process, or in the shared Redis."""
+    return "memory://" if uri == "memory" else uri

@@ -32,6 +32,16 @@ class LeaveResult:
     removed: bool  # the connection was in the room
 
 
+@dataclass(frozen=True, slots=True)
+class ReapedConnection:
+    """A connection of a process that died without disconnecting, removed from a room."""
+
+    room: str
+    user: str
+    sid: str
+    members: list[str]  # the room's members after the removal
+
+
 class RoomLimitReached(Exception):
     """Every room place is taken by a room with members."""
 
@@ -58,3 +68,7 @@ class ChatStore(Protocol):
     def history(self, room: str, after: int = 0, limit: int | None = None) -> list[Message]: ...
     def active_rooms(self) -> dict[str, int]: ...
     def ping(self) -> None: ...
+
+    # liveness of the processes sharing the store (no-ops for a store only one process uses)
+    def heartbeat(self) -> None: ...
+    def reap_dead_instances(self) -> list[ReapedConnection]: ...

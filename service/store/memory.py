@@ -13,7 +13,13 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from service.store.base import JoinResult, LeaveResult, Message, RoomLimitReached
+from service.store.base import (
+    JoinResult,
+    LeaveResult,
+    Message,
+    ReapedConnection,
+    RoomLimitReached,
+)
 
 MAX_SESSIONS_PER_USER = 20
 
@@ -154,3 +160,9 @@ class MemoryStore:
 
     def ping(self) -> None:
         return None
+
+    def heartbeat(self) -> None:
+        return None
+
+    def reap_dead_instances(self) -> list[ReapedConnection]:
+        return []  # one process holds every connection: none can be orphaned
