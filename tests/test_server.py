@@ -263,8 +263,11 @@ def test_sigterm_disconnects_everyone_then_stops_with_an_event(fresh_server: Cha
     ]
 
 
-def test_sigint_stops_cleanly_too(fresh_server: ChatServer) -> None:
+def test_sigint_stops_an_idle_server_at_once(fresh_server: ChatServer) -> None:
+    time.sleep(1.5)  # idle: nothing wakes the event loop but the signal itself
+    started = time.monotonic()
     assert fresh_server.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 3
     assert [e["reason"] for e in fresh_server.logged("service_stopping")] == ["SIGINT"]
 
 
