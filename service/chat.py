@@ -158,13 +158,7 @@ class ChatService:
         }
 
     def leave(self, connection: Connection, payload: object) -> dict[str, Any]:
-        try:
-            room = room_from(payload)
-            if room not in connection.rooms:
-                raise ChatError("not_in_room", f"you are not in {room}")
-        except ChatError as refusal:
-            self._refused(connection, "leave", payload, refusal)
-            raise
+        room = self._joined_room(connection, payload, "leave")
         self._leave(connection, room, "leave")
         return {"ok": True, "room": room}
 
@@ -180,6 +174,17 @@ class ChatService:
         self.telemetry.room_left(
             connection.user, room, connection.sid, len(result.members), reason, emptied
         )
+
+    def _joined_room(self, connection: Connection, payload: object, event: str) -> str:
+        """The payload's room, which the connection must be in; a refusal is logged."""
+        try:
+            room = room_from(payload)
+            if room not in connection.rooms:
+                raise ChatError("not_in_room", f"you are not in {room}")
+        except ChatError as refusal:
+            self._refused(connection, event, payload, refusal)
+            raise
+        return room
 
     def _refused(
         self, connection: Connection, event: str, payload: object, refusal: ChatError
@@ -243,11 +248,8 @@ class ChatService:
     def typing(self, connection: Connection, payload: object) -> None:
         """Tell the room's other connections; refusals are silent but logged."""
         try:
-            room = room_from(payload)
-            if room not in connection.rooms:
-                raise ChatError("not_in_room", f"you are not in {room}")
-        except ChatError as refusal:
-            self._refused(connection, "typing", payload, refusal)
+            room = self._joined_room(connection, payload, "typing")
+        except ChatError:
             return
         if self.limiter.hit(self.typing_rate_limit, "typing", connection.sid) is not None:
             return  # typing is a hint: dropping extra ones loses nothing

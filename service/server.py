@@ -17,7 +17,6 @@ import contextlib
 import os
 import resource
 import signal
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -43,78 +42,74 @@ def raise_open_file_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def serve(mode: str) -> None:
-    app = create_app()
-    route_stderr_through_logging()
-    config = app.config
-    telemetry: Telemetry = app.extensions["chat.telemetry"]
-    chat: ChatService = app.extensions["chat.service"]
-    host, port = str(config["HOST"]), int(config["PORT"])
-    max_connections = int(config["MAX_CONNECTIONS"])
-    raise_open_file_limit(max_connections + 256)
-    stopping: dict[str, str] = {}
+class Service:
+    """One app being served: what every async mode's loop needs to start and stop it."""
 
-    def stop_reason(signum: int) -> bool:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.telemetry: Telemetry = app.extensions["chat.telemetry"]
+        self.chat: ChatService = app.extensions["chat.service"]
+        self.socketio: Any = app.extensions["chat.socketio"]
+        self.host, self.port = str(app.config["HOST"]), int(app.config["PORT"])
+        self.max_connections = int(app.config["MAX_CONNECTIONS"])
+        self.stop_reason: str | None = None
+
+    def stopping(self, signum: int) -> bool:
         """Record the first signal; False for a repeated one."""
-        if "reason" in stopping:
+        if self.stop_reason is not None:
             return False
-        stopping["reason"] = signal.Signals(signum).name
+        self.stop_reason = signal.Signals(signum).name
         return True
 
-    def announce() -> None:
-        telemetry.service_started(
-            host=host,
-            port=port,
+    def announce(self) -> None:
+        config = self.app.config
+        self.telemetry.service_started(
+            host=self.host,
+            port=self.port,
             async_mode=str(config["ASYNC_MODE"]),
-            store=app.extensions["chat.store"].name,
+            store=self.chat.store.name,
             message_queue=str(config["MESSAGE_QUEUE"] or "none"),
             version=__version__,
         )
 
-    def force_exit() -> None:
-        telemetry.service_stopping(stopping.get("reason", "unknown") + " (grace period over)")
+    def force_exit(self) -> None:
+        """The grace period is over and requests are still running: leave anyway."""
+        self.telemetry.service_stopping(f"{self.stop_reason} (grace period over)")
         os._exit(0)
 
-    if app.extensions["chat.store"].name != "memory":
-        start_store_upkeep(app, chat, telemetry)
+    def start_store_upkeep(self) -> None:
+        """With a shared store: say this process is alive, and clear up after dead ones."""
+        store = self.chat.store
+        store.heartbeat()
 
+        def upkeep() -> None:
+            ticks = 0
+            while True:
+                self.socketio.sleep(HEARTBEAT_INTERVAL_S)
+                ticks += 1
+                try:
+                    store.heartbeat()
+                    if ticks % 2 == 0:
+                        self.chat.reap()
+                except Exception:
+                    self.telemetry.unhandled_error("store upkeep")
+
+        self.socketio.start_background_task(upkeep)
+
+
+def serve(mode: str) -> None:
+    service = Service(create_app())
+    route_stderr_through_logging()
+    raise_open_file_limit(service.max_connections + 256)
+    if service.chat.store.name != "memory":
+        service.start_store_upkeep()
     runners = {"eventlet": run_eventlet, "gevent": run_gevent, "threading": run_threading}
     with contextlib.suppress(Stop, KeyboardInterrupt):
-        runners[mode](app, host, port, max_connections, chat, announce, stop_reason, force_exit)
-    telemetry.service_stopping(stopping.get("reason", "SIGINT"))
+        runners[mode](service)
+    service.telemetry.service_stopping(service.stop_reason or "SIGINT")
 
 
-def start_store_upkeep(app: Flask, chat: ChatService, telemetry: Telemetry) -> None:
-    """With a shared store: say this process is alive, and clear up after dead ones."""
-    socketio: Any = app.extensions["chat.socketio"]
-    store = chat.store
-    store.heartbeat()
-
-    def upkeep() -> None:
-        ticks = 0
-        while True:
-            socketio.sleep(HEARTBEAT_INTERVAL_S)
-            ticks += 1
-            try:
-                store.heartbeat()
-                if ticks % 2 == 0:
-                    chat.reap()
-            except Exception:
-                telemetry.unhandled_error("store upkeep")
-
-    socketio.start_background_task(upkeep)
-
-
-def run_eventlet(
-    app: Flask,
-    host: str,
-    port: int,
-    max_connections: int,
-    chat: ChatService,
-    announce: Callable[[], None],
-    stop_reason: Callable[[int], bool],
-    force_exit: Callable[[], None],
-) -> None:
+def run_eventlet(service: Service) -> None:
     import eventlet
     import eventlet.wsgi
     import greenlet
@@ -123,12 +118,12 @@ def run_eventlet(
     main = greenlet.getcurrent()
 
     def shutdown() -> None:
-        chat.disconnect_all()
-        eventlet.spawn_after(SHUTDOWN_GRACE_S, force_exit)
+        service.chat.disconnect_all()
+        eventlet.spawn_after(SHUTDOWN_GRACE_S, service.force_exit)
         hubs.get_hub().schedule_call_global(0, main.throw, Stop())
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        if stop_reason(signum):
+        if service.stopping(signum):
             eventlet.spawn(shutdown)
 
     def keep_the_hub_waking() -> None:
@@ -141,67 +136,50 @@ def run_eventlet(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     eventlet.spawn(keep_the_hub_waking)
-    listener = eventlet.listen((host, port), backlog=2048)
-    announce()
-    eventlet.wsgi.server(listener, app, log_output=False, max_size=max_connections)
+    listener = eventlet.listen((service.host, service.port), backlog=2048)
+    service.announce()
+    eventlet.wsgi.server(listener, service.app, log_output=False, max_size=service.max_connections)
 
 
-def run_gevent(
-    app: Flask,
-    host: str,
-    port: int,
-    max_connections: int,
-    chat: ChatService,
-    announce: Callable[[], None],
-    stop_reason: Callable[[int], bool],
-    force_exit: Callable[[], None],
-) -> None:
+def run_gevent(service: Service) -> None:
     import gevent
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
     from geventwebsocket.handler import WebSocketHandler
 
     server = WSGIServer(
-        (host, port),
-        app,
+        (service.host, service.port),
+        service.app,
         handler_class=WebSocketHandler,
-        spawn=Pool(max_connections),
+        spawn=Pool(service.max_connections),
         log=None,
         backlog=2048,
     )
 
     def on_signal(signum: int) -> None:
         # gevent runs this in a greenlet of its own, on the loop.
-        if stop_reason(signum):
-            chat.disconnect_all()
+        if service.stopping(signum):
+            service.chat.disconnect_all()
             server.stop(timeout=SHUTDOWN_GRACE_S)
 
     gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
     server.start()
-    announce()
+    service.announce()
     server.serve_forever()
 
 
-def run_threading(
-    app: Flask,
-    host: str,
-    port: int,
-    max_connections: int,
-    chat: ChatService,
-    announce: Callable[[], None],
-    stop_reason: Callable[[int], bool],
-    force_exit: Callable[[], None],
-) -> None:
+def run_threading(service: Service) -> None:
     """Werkzeug's development server: for debugging, not for production."""
 
     def on_signal(signum: int, _: FrameType | None) -> None:
-        if stop_reason(signum):
-            chat.disconnect_all()
+        if service.stopping(signum):
+            service.chat.disconnect_all()
             raise Stop
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    announce()
-    socketio: Any = app.extensions["chat.socketio"]
-    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True)
+    service.announce()
+    service.socketio.run(
+        service.app, host=service.host, port=service.port, allow_unsafe_werkzeug=True
+    )

@@ -69,6 +69,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         time.sleep(interval)
 
 
+def responds(url: str) -> bool:
+    """True when `url/healthz` answers 200 now."""
+    try:
+        return requests.get(url + "/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
 class ChatServer:
     """One chat-service subprocess with its stdout parsed into log events."""
 
@@ -107,12 +115,9 @@ class ChatServer:
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"chat-service exited early:\n{self.output()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
-                    wait_until(self._announced_start)
-                    return self
-            except requests.RequestException:
-                pass
+            if responds(self.url):
+                wait_until(self._announced_start)
+                return self
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"chat-service did not become healthy:\n{self.output()}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
-from chatserver import REPO, free_port
+from chatserver import REPO, free_port, responds, wait_until
 
 
 def test_the_wheel_serves_pages_static_files_and_metrics(tmp_path: Path) -> None:
@@ -67,17 +66,8 @@ def test_the_wheel_serves_pages_static_files_and_metrics(tmp_path: Path) -> None
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline and server.poll() is None, (
-                "chat-service did not start"
-            )
-            time.sleep(0.1)
+        wait_until(lambda: responds(url) or server.poll() is not None, timeout=30)
+        assert server.poll() is None, "chat-service exited at start-up"
         page = requests.get(url + "/login", timeout=5)
         assert page.status_code == 200 and 'name="csrf_token"' in page.text
         script = requests.get(url + "/static/vendor/socket.io.min.js", timeout=5)
