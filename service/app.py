@@ -100,16 +100,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         register_limit=validate(str(config["REGISTER_RATE_LIMIT"])),
     )
 
+    queue = queue_client(config["MESSAGE_QUEUE"]) if config["MESSAGE_QUEUE"] else None
+
     def readiness() -> dict[str, str]:
         checks = {"store": "ok", "message_queue": "disabled"}
         try:
             store.ping()
         except Exception:
             checks["store"] = "unreachable"
-        if config["MESSAGE_QUEUE"]:
-            checks["message_queue"] = (
-                "ok" if queue_reachable(config["MESSAGE_QUEUE"]) else "unreachable"
-            )
+        if queue is not None:
+            checks["message_queue"] = "ok" if reachable(queue) else "unreachable"
         return checks
 
     app.extensions.update(
@@ -133,11 +133,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def queue_reachable(url: str) -> bool:
+def queue_client(url: str) -> Any:
+    """A Redis client for readiness checks of the message queue (one per app, pooled)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def reachable(client: Any) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+        return bool(client.ping())
     except redis.RedisError:
         return False
 

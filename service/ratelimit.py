@@ -24,7 +24,8 @@ class RateLimiter:
     """`hit(limit, key…)` counts one attempt; it returns the seconds to wait when over."""
 
     def __init__(self, storage_uri: str = "memory://") -> None:
-        self.storage = storage_from_string(storage_uri)
+        options = {} if storage_uri.startswith("memory") else {"key_prefix": "chat:limits"}
+        self.storage = storage_from_string(storage_uri, **options)
         self.strategy = MovingWindowRateLimiter(self.storage)
 
     def hit(self, limit: str, *keys: str) -> float | None:

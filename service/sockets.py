@@ -27,6 +27,7 @@ from service.telemetry.events import Telemetry, disconnect_reason
 # somebody's sid from reaching that connection.
 ROOM_PREFIX: Final = "room:"
 
+ACK_FLUSH_S: Final = 0.1  # time for an ack to leave before its connection is closed
 TRANSPORTS: Final = ("polling", "websocket")
 SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (a session key name, not a secret)
 
@@ -53,6 +54,18 @@ class SocketIOBroadcaster:
 def register_socket_handlers(
     socketio: SocketIO, chat: ChatService, accounts: Accounts, telemetry: Telemetry
 ) -> None:
+    def close_after_the_ack(connection: Connection) -> None:
+        """A session that ended elsewhere (logout on another process, expiry): the connection
+        hears nothing more from its rooms now, and is closed once its refusal ack is out."""
+        for room in connection.rooms:
+            chat.broadcaster.exit(connection.sid, room)
+
+        def close() -> None:
+            socketio.sleep(ACK_FLUSH_S)
+            chat.broadcaster.disconnect(connection.sid)
+
+        socketio.start_background_task(close)
+
     def socket_event(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(handle: Callable[[Connection, object], Any]) -> Callable[..., Any]:
             @functools.wraps(handle)
@@ -65,7 +78,7 @@ def register_socket_handlers(
                         accounts.session_user(connection.session_token) != connection.user
                     ):
                         if connection is not None:
-                            chat.broadcaster.disconnect(sid)
+                            close_after_the_ack(connection)
                         raise ChatError("unauthorized", "your session has ended; log in again")
                     return handle(connection, args[0] if args else None)
                 except ChatError as refusal:
