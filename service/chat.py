@@ -9,6 +9,7 @@ event and metric changes.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Final, Protocol
 
 from service.clock import utc_now_iso
@@ -97,7 +98,7 @@ class ChatService:
             self._leave(connection, room, "disconnect")
         self.connections.remove(sid)
         self.telemetry.client_disconnected(
-            connection.user, sid, reason, time_since(connection.connected_at)
+            connection.user, sid, reason, time.monotonic() - connection.connected_at
         )
 
     def disconnect_all(self) -> None:
@@ -256,9 +257,3 @@ class ChatService:
         self.broadcaster.emit(
             "typing", {"room": room, "user": connection.user}, room, skip_sid=connection.sid
         )
-
-
-def time_since(start: float) -> float:
-    import time
-
-    return time.monotonic() - start
