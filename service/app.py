@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import __version__
 from service.accounts import Accounts
@@ -70,6 +71,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         raise ValueError(
             "CHAT_MESSAGE_QUEUE needs a shared CHAT_STORE (redis://…): with the in-memory "
             "store each process would hold a different chat"
+        )
+    trusted_proxies = int(config["TRUSTED_PROXIES"])
+    if trusted_proxies:
+        # Outside the Socket.IO middleware, so both doors see the client's address.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies
         )
     store = open_store(
         str(config["STORE"]),

@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "PORT": 5000,
     "ASYNC_MODE": "eventlet",  # eventlet | gevent | threading (threading: flask run, tests)
     "MAX_CONNECTIONS": 10_000,  # concurrent sockets the server accepts (eventlet's default: 1024)
+    "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For/-Proto/-Host to believe
     "CORS_ALLOWED_ORIGINS": None,  # None: same origin only; a comma-separated list to widen
     # Where state lives
     "STORE": "memory",

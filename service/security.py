@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from typing import Final
+from urllib.parse import urlsplit
 
 from flask import Response, request, session
 
@@ -41,7 +42,7 @@ def check_request_origin() -> None:
     if request.method not in UNSAFE_METHODS:
         return
     origin = request.headers.get("Origin")
-    if origin is not None and origin != request.host_url.rstrip("/"):
+    if origin is not None and urlsplit(origin).netloc not in own_hosts():
         raise ChatError("csrf_failed", "cross-origin requests are refused")
     if request.is_json:
         return
@@ -52,6 +53,19 @@ def check_request_origin() -> None:
             return
         raise ChatError("csrf_failed", "the form's CSRF token is missing or stale; reload")
     raise ChatError("unsupported_media_type", "send JSON (Content-Type: application/json)")
+
+
+def own_hosts() -> set[str]:
+    """The host names this request may come from: its Host, or what a proxy says it forwarded.
+
+    Only the host is compared, not the scheme: behind a proxy that ends TLS the page is https
+    while the request that reaches us is http.
+    """
+    hosts = {request.host}
+    forwarded = request.headers.get("X-Forwarded-Host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
+    return hosts
 
 
 def add_security_headers(response: Response) -> Response:

@@ -318,3 +318,42 @@ def test_metrics_speaks_text_and_openmetrics(client: FlaskClient) -> None:
     om = client.get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert om.headers["Content-Type"].startswith("application/openmetrics-text")
     assert om.data.rstrip().endswith(b"# EOF")
+
+
+# -- behind a reverse proxy -------------------------------------------------------------------
+def test_forwarded_addresses_count_only_when_proxies_are_trusted(make_app: Any) -> None:
+    def limited_after_two(app: Flask, forwarded_for: list[str]) -> list[int]:
+        client = app.test_client()
+        return [
+            client.post(
+                "/login", json=creds("ghost", "whatever1"), headers={"X-Forwarded-For": address}
+            ).status_code
+            for address in forwarded_for
+        ]
+
+    addresses = ["203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.3"]
+    direct = make_app(LOGIN_RATE_LIMIT_PER_ADDRESS="2 per minute")
+    # not trusted: a client cannot dodge the per-address limit by inventing X-Forwarded-For
+    assert limited_after_two(direct, addresses) == [401, 401, 429, 429]
+    proxied = make_app(LOGIN_RATE_LIMIT_PER_ADDRESS="2 per minute", TRUSTED_PROXIES=1)
+    with capture_logs() as logs:
+        assert limited_after_two(proxied, addresses) == [401, 401, 401, 401]
+    failed = [e["remote_addr"] for e in logs if e["event"] == "login_failed"]
+    assert failed == addresses
+
+
+def test_same_site_writes_behind_a_tls_proxy_are_not_taken_for_cross_site(
+    chat: InProcessChat,
+) -> None:
+    alice = chat.user("alice")
+    chat.socket(alice).emit("join", {"room": "lobby"}, callback=True)
+    behind_proxy = alice.post(
+        "/send",
+        json={"room": "lobby", "text": "hi"},
+        headers={"Origin": "https://chat.example", "X-Forwarded-Host": "chat.example"},
+    )
+    assert behind_proxy.status_code == 201
+    same_host = alice.post(
+        "/send", json={"room": "lobby", "text": "hi"}, headers={"Origin": "http://localhost"}
+    )
+    assert same_host.status_code == 201
