@@ -130,7 +130,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         }
     )
     install_http(app)
-    register_socket_handlers(socketio, chat, accounts, telemetry)
+    register_socket_handlers(
+        socketio, chat, accounts, telemetry, int(config["MAX_CONNECTIONS_PER_USER"])
+    )
     metrics.precreate_http_routes(
         (method, rule.rule)
         for rule in app.url_map.iter_rules()

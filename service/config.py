@@ -17,6 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNC_MODE": "eventlet",  # eventlet | gevent | threading (threading: flask run, tests)
     "MAX_CONNECTIONS": 10_000,  # concurrent sockets the server accepts (eventlet's default: 1024)
     "TRUSTED_PROXIES": 0,  # proxies in front whose X-Forwarded-For/-Proto/-Host to believe
+    "MAX_CONNECTIONS_PER_USER": 20,  # sockets one user may hold open (tabs, devices)
     "CORS_ALLOWED_ORIGINS": None,  # None: same origin only; a comma-separated list to widen
     # Where state lives
     "STORE": "memory",

@@ -28,15 +28,25 @@ class ConnectionRegistry:
         self._lock = threading.Lock()
         self._by_sid: dict[str, Connection] = {}
         self._room_users: dict[str, Counter[str]] = {}  # room -> user -> connections in it
+        self._per_user: Counter[str] = Counter()  # user -> connections
 
     def add(self, connection: Connection) -> None:
         with self._lock:
             self._by_sid[connection.sid] = connection
+            self._per_user[connection.user] += 1
 
     def remove(self, sid: str) -> Connection | None:
         """Forget a connection; it must have left its rooms (`exit`) first."""
         with self._lock:
-            return self._by_sid.pop(sid, None)
+            connection = self._by_sid.pop(sid, None)
+            if connection is not None:
+                self._per_user[connection.user] -= 1
+                if self._per_user[connection.user] <= 0:
+                    del self._per_user[connection.user]
+            return connection
+
+    def count_of(self, user: str) -> int:
+        return self._per_user.get(user, 0)
 
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
@@ -77,8 +87,7 @@ class ConnectionRegistry:
         return len(self._by_sid)
 
     def users_online(self) -> int:
-        with self._lock:
-            return len({c.user for c in self._by_sid.values()})
+        return len(self._per_user)
 
     def room_member_counts(self) -> dict[str, int]:
         """Users in each room that has somebody here."""

@@ -52,7 +52,11 @@ class SocketIOBroadcaster:
 
 
 def register_socket_handlers(
-    socketio: SocketIO, chat: ChatService, accounts: Accounts, telemetry: Telemetry
+    socketio: SocketIO,
+    chat: ChatService,
+    accounts: Accounts,
+    telemetry: Telemetry,
+    max_per_user: int,
 ) -> None:
     def close_after_the_ack(connection: Connection) -> None:
         """A session that ended elsewhere (logout on another process, expiry): the connection
@@ -104,6 +108,9 @@ def register_socket_handlers(
             if user is None or not isinstance(token, str):
                 telemetry.connect_rejected(request.remote_addr or "", "unauthorized")
                 raise ConnectionRefusedError("unauthorized")
+            if chat.connections.count_of(user) >= max_per_user:
+                telemetry.connect_rejected(request.remote_addr or "", "too_many_connections")
+                raise ConnectionRefusedError("too_many_connections")
             sid: str = request.sid  # type: ignore[attr-defined]
             transport = request.args.get("transport", "")  # the one the client opened with
             chat.connect(sid, user, token, transport if transport in TRANSPORTS else "unknown")

@@ -346,3 +346,20 @@ def test_gauges_equal_the_state_after_any_sequence(
     for sock in sockets.values():
         sock.disconnect()
     assert chat.metric("chat_connections") == 0.0 and chat.metric("chat_rooms") == 0.0
+
+
+def test_connections_per_user_are_capped(make_app: Any) -> None:
+    chat = InProcessChat(make_app(MAX_CONNECTIONS_PER_USER=2))
+    http = chat.user("alice")
+    first, _second = chat.socket(http), chat.socket(http)
+    with capture_logs() as logs:
+        third = chat.socketio.test_client(chat.app, flask_test_client=http)
+    assert not third.is_connected()
+    assert [(e["event"], e["reason"]) for e in logs] == [
+        ("connect_rejected", "too_many_connections")
+    ]
+    assert chat.metric("chat_connect_rejections_total", reason="too_many_connections") == 1.0
+    assert chat.socket(chat.user("bob")).is_connected()  # others are not affected
+    first.disconnect()
+    assert chat.socket(http).is_connected()  # a place freed up
+    assert chat.metric("chat_connections") == 3.0 and chat.metric("chat_users_online") == 2.0

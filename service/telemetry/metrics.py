@@ -49,7 +49,7 @@ DISCONNECT_REASONS: Final = (
     "transport_error",
     "other",
 )
-CONNECT_REJECTION_REASONS: Final = ("unauthorized",)
+CONNECT_REJECTION_REASONS: Final = ("unauthorized", "too_many_connections")
 REJECTION_REASONS: Final = (
     "invalid_payload",
     "invalid_room",
