@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,11 +34,11 @@ from chatserver import (
     REPO,
     ChatServer,
     RecordingClient,
-    free_port,
     require_program,
     wait_until,
 )
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from redis_support import RedisServer
 
 pytestmark = pytest.mark.browser
 
@@ -551,41 +549,19 @@ def test_a_server_restart_with_the_memory_store_sends_people_back_to_login(
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path: Path) -> Iterator[str]:
     """A throwaway redis-server (no persistence) for a test."""
-    program = require_program("redis-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    redis = RedisServer(tmp_path / "redis").start()
     try:
-        wait_until(lambda: _accepts(port), timeout=10)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield redis.url()
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        redis.stop()
 
 
 @pytest.fixture
 def redis_server(redis_url: str) -> Iterator[ChatServer]:
-    """A chat server whose store is Redis (skipped while the server does not offer one)."""
-    server = ChatServer(env={"CHAT_STORE": redis_url})
-    try:
-        server.start()
-    except RuntimeError as failure:
-        server.stop()
-        if server.process is not None and server.process.stdout is not None:
-            server.process.stdout.close()
-        if "not supported" in str(failure):
-            pytest.skip("this server does not support CHAT_STORE=redis:// yet")
-        raise
+    """A chat server whose store is Redis: users, sessions and message ids outlive it."""
+    server = ChatServer(env={"CHAT_STORE": redis_url}).start()
     yield server
     server.stop()
     assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
