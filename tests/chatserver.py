@@ -58,6 +58,20 @@ def require_program(name: str) -> str:
     pytest.skip(reason)
 
 
+def end_process(
+    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Signal a child process and wait for it; kill it if it outstays `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -125,13 +139,7 @@ class ChatServer:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process, sig, timeout)
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self.process.stdout is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 import yaml
-from chatserver import free_port, wait_until
+from chatserver import end_process, free_port, wait_until
 from dashboard_promql import ALERT_RULES, PROMETHEUS_CONFIG
 
 JOB = "observable-chat"
@@ -77,14 +77,8 @@ class Prometheus:
         raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            end_process(self.process)
 
     def log(self) -> str:
         return self.log_file.read_text(encoding="utf-8", errors="replace")[-4000:]

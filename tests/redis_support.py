@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import redis
-from chatserver import free_port, require_program, wait_until
+from chatserver import end_process, free_port, require_program, wait_until
 
 
 class RedisServer:
@@ -59,13 +59,6 @@ class RedisServer:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end_process(self.process)
         self.process = None
