@@ -94,7 +94,17 @@ def responds(url: str) -> bool:
 class ChatServer:
     """One chat-service subprocess with its stdout parsed into log events."""
 
-    def __init__(self, env: dict[str, str] | None = None, async_mode: str = "eventlet") -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        async_mode: str = "eventlet",
+        command: list[str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
+        """`command` runs instead of `python -m service` (an installed script, `flask run`);
+        it must listen on `CHAT_PORT` or be given `self.port` itself."""
+        self.command = command or [sys.executable, "-m", "service"]
+        self.cwd = cwd
         self.env = {**BASE_ENV, "CHAT_ASYNC_MODE": async_mode, **(env or {})}
         self.port = int(self.env.get("CHAT_PORT") or free_port())
         self.env["CHAT_PORT"] = str(self.port)
@@ -107,13 +117,14 @@ class ChatServer:
         self._clients: list[RecordingClient | requests.Session] = []  # closed by stop()
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> ChatServer:
+    def start(self, timeout: float = 30.0, announces: bool = True) -> ChatServer:
+        """Start and wait for `/healthz` (and the `service_started` line when `announces`)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO,
+            self.command,
+            cwd=self.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -130,7 +141,8 @@ class ChatServer:
                 self.stop()
                 raise RuntimeError(f"chat-service exited early:\n{self.output()}")
             if responds(self.url):
-                wait_until(self._announced_start)
+                if announces:
+                    wait_until(self._announced_start)
                 return self
             time.sleep(0.05)
         self.stop()

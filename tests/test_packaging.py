@@ -6,13 +6,12 @@ console script must start the real server from outside the checkout.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import requests
-from chatserver import REPO, free_port, responds, wait_until
+from chatserver import REPO, ChatServer
 
 
 def test_the_wheel_serves_pages_static_files_and_metrics(tmp_path: Path) -> None:
@@ -53,29 +52,15 @@ def test_the_wheel_serves_pages_static_files_and_metrics(tmp_path: Path) -> None
         assert (package / shipped).exists(), shipped
     assert list((package / "dashboards").rglob("*.json")), "dashboards ship in the wheel"
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    env.update(CHAT_PORT=str(port), CHAT_LOG_FORMAT="json", CHAT_SECRET_KEY="wheel-test")
-    server = subprocess.Popen(
-        [venv / "bin" / "chat-service"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = ChatServer(command=[str(venv / "bin" / "chat-service")], cwd=tmp_path).start()
     try:
-        wait_until(lambda: responds(url) or server.poll() is not None, timeout=30)
-        assert server.poll() is None, "chat-service exited at start-up"
-        page = requests.get(url + "/login", timeout=5)
+        page = requests.get(server.url + "/login", timeout=5)
         assert page.status_code == 200 and 'name="csrf_token"' in page.text
-        script = requests.get(url + "/static/vendor/socket.io.min.js", timeout=5)
+        script = requests.get(server.url + "/static/vendor/socket.io.min.js", timeout=5)
         assert script.status_code == 200 and len(script.content) > 10_000
-        metrics = requests.get(url + "/metrics", timeout=5).text
+        metrics = requests.get(server.url + "/metrics", timeout=5).text
         assert 'chat_build_info{async_mode="eventlet",store="memory",version=' in metrics
     finally:
-        server.terminate()
-        out, _ = server.communicate(timeout=15)
-    assert server.returncode == 0, out
-    assert '"event": "service_stopping"' in out
+        assert server.stop() == 0, server.output()
+    assert server.logged("service_stopping")
+    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"

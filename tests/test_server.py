@@ -5,12 +5,10 @@ Every test here runs under eventlet (the default) and gevent: the same suite, bo
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +20,7 @@ import pytest
 import requests
 import socketio
 import websocket
-from chatserver import REPO, ChatServer, RecordingClient, free_port, responds, wait_until
+from chatserver import ChatServer, RecordingClient, wait_until
 
 MODES = ["eventlet", "gevent"]
 
@@ -310,33 +308,17 @@ def test_console_format_escapes_control_characters(start_server: Any) -> None:
 
 
 def test_flask_run_gives_a_working_chat() -> None:
-    port = free_port()
-    env = {**os.environ, "CHAT_SECRET_KEY": "flask-run-test", "CHAT_LOG_FORMAT": "json"}
-    env.pop("CHAT_ASYNC_MODE", None)
     flask = os.path.join(os.path.dirname(sys.executable), "flask")
-    proc = subprocess.Popen(
-        [flask, "--app", "service", "run", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    dev = ChatServer(async_mode="threading")
+    dev.command = [flask, "--app", "service", "run", "--port", str(dev.port)]
+    dev.start(announces=False)  # the seed's dev server: Flask's own banner, no service_started
     try:
-        wait_until(lambda: responds(url), timeout=20)
-        chat = ChatServer()
-        chat.url = url
-        a = chat.socket(chat.login("alice"), ["polling", "websocket"])
-        b = chat.socket(chat.login("bob"))
+        a = dev.socket(dev.login("alice"), ["polling", "websocket"])
+        b = dev.socket(dev.login("bob"))
         a.request("join", {"room": "lobby"})
         b.request("join", {"room": "lobby"})
         assert a.request("message", {"room": "lobby", "text": "dev server"})["ok"]
         assert b.wait_for("message")["text"] == "dev server"
-        a.disconnect()
-        b.disconnect()
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert {"user_registered", "message_sent", "room_joined"} <= {e["event"] for e in events}
+        dev.stop()
+    assert {"user_registered", "message_sent", "room_joined"} <= {e["event"] for e in dev.logged()}

@@ -16,6 +16,8 @@ from service.telemetry.metrics import (
     DISCONNECT_REASONS,
     REJECTION_REASONS,
     ChatMetrics,
+    bounded_method,
+    http_event,
 )
 
 INFO: Final = "info"
@@ -194,8 +196,6 @@ class Telemetry:
         duration_s: float,
         remote_addr: str,
     ) -> None:
-        from service.telemetry.metrics import bounded_method, http_event
-
         method_label = bounded_method(method)
         self.metrics.http_requests_total.labels(method_label, route, str(status)).inc()
         if route != "unmatched":
