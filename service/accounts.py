@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from service.chat import LONE_SURROGATE
 from service.errors import ChatError
 from service.ratelimit import RateLimiter
 from service.store import ChatStore
@@ -33,6 +34,8 @@ def credentials_from(payload: object) -> tuple[str, str]:
     username, password = payload.get("username"), payload.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise ChatError("invalid_payload", "'username' and 'password' must be strings")
+    if LONE_SURROGATE.search(password):  # cannot be hashed: not Unicode text
+        raise ChatError("invalid_payload", "'password' is not valid Unicode text")
     return username.strip(), password
 
 

@@ -18,6 +18,7 @@ from service.http import install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
 from service.ratelimit import RateLimiter, validate
+from service.security import IgnoreForwardedHeaders
 from service.sockets import SocketIOBroadcaster, register_socket_handlers
 from service.store import open_store, rate_limit_storage
 from service.telemetry.events import Telemetry
@@ -73,11 +74,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             "store each process would hold a different chat"
         )
     trusted_proxies = int(config["TRUSTED_PROXIES"])
+    # Outside the Socket.IO middleware, so both doors see the same client address and host.
     if trusted_proxies:
-        # Outside the Socket.IO middleware, so both doors see the client's address.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies
         )
+    else:
+        app.wsgi_app = IgnoreForwardedHeaders(app.wsgi_app)  # type: ignore[method-assign]
     store = open_store(
         str(config["STORE"]),
         history_limit=int(config["HISTORY_LIMIT"]),
@@ -92,6 +95,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         max_message_length=int(config["MAX_MESSAGE_LENGTH"]),
         history_limit=int(config["HISTORY_LIMIT"]),
         max_rooms_per_connection=int(config["MAX_ROOMS_PER_CONNECTION"]),
+        max_rooms_per_user=int(config["MAX_ROOMS_PER_USER"]),
         message_rate_limit=validate(str(config["MESSAGE_RATE_LIMIT"])),
         typing_rate_limit=validate(str(config["TYPING_RATE_LIMIT"])),
     )

@@ -20,7 +20,13 @@ from service.store import ChatStore, Message
 from service.store.base import RoomLimitReached
 from service.telemetry.events import Telemetry
 
-ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Names starting with "_" are the service's own (the metrics' `_other` bucket, for one), so a
+# room can never be taken for one of them.
+ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}")
+ROOM_RULE: Final = "room names are 1-64 letters, digits, '_', '.' or '-', not starting with '_'"
+# A lone surrogate is a valid JSON escape ("\ud800") but not Unicode text: it could be stored
+# and broadcast, yet not encoded as UTF-8 for the log, the metrics or another client.
+LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 LOGGED_VALUE_LIMIT: Final = 80  # characters of an invalid user-supplied value kept in a log
 
 
@@ -47,7 +53,7 @@ def room_from(payload: object) -> str:
         raise ChatError("invalid_payload", "expected an object with a string 'room'")
     room: str = payload["room"]
     if not ROOM_PATTERN.fullmatch(room):
-        raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
+        raise ChatError("invalid_room", ROOM_RULE)
     return room
 
 
@@ -62,6 +68,7 @@ class ChatService:
         max_message_length: int,
         history_limit: int,
         max_rooms_per_connection: int,
+        max_rooms_per_user: int,
         message_rate_limit: str,
         typing_rate_limit: str,
     ) -> None:
@@ -72,6 +79,7 @@ class ChatService:
         self.max_message_length = max_message_length
         self.history_limit = history_limit
         self.max_rooms_per_connection = max_rooms_per_connection
+        self.max_rooms_per_user = max_rooms_per_user
         self.message_rate_limit = message_rate_limit
         self.typing_rate_limit = typing_rate_limit
         self.connections = ConnectionRegistry()
@@ -131,6 +139,12 @@ class ChatService:
                 raise ChatError(
                     "room_limit_reached",
                     f"a connection can be in at most {self.max_rooms_per_connection} rooms",
+                )
+            user_rooms = self.connections.rooms_of(connection.user)
+            if room not in user_rooms and len(user_rooms) >= self.max_rooms_per_user:
+                raise ChatError(
+                    "room_limit_reached",
+                    f"a user can be in at most {self.max_rooms_per_user} rooms",
                 )
             try:
                 result = self.store.join(room, connection.user, connection.sid)
@@ -202,7 +216,7 @@ class ChatService:
 
     def history(self, user: str, room: str, after: int, limit: int | None) -> list[Message]:
         if not ROOM_PATTERN.fullmatch(room):
-            raise ChatError("invalid_room", "room names are 1-64 letters, digits, '_', '.' or '-'")
+            raise ChatError("invalid_room", ROOM_RULE)
         if not self.store.is_member(room, user):
             raise ChatError("not_in_room", f"join {room} to read its history")
         limit = self.history_limit if limit is None else min(limit, self.history_limit)
@@ -220,6 +234,8 @@ class ChatService:
             text = payload.get("text")
             if not isinstance(text, str):
                 raise ChatError("invalid_payload", "expected an object with a string 'text'")
+            if LONE_SURROGATE.search(text):
+                raise ChatError("invalid_payload", "'text' is not valid Unicode (lone surrogate)")
             text = text.strip()
             if not text:
                 raise ChatError("empty_message", "the message is empty")

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_LENGTH": 2000,  # characters after trimming
     "MAX_ROOMS": 1000,  # rooms with members or history; idle empty rooms are evicted first
     "MAX_ROOMS_PER_CONNECTION": 50,
+    "MAX_ROOMS_PER_USER": 100,  # rooms one user may be in across their connections here
     "MAX_USERS": 100_000,
     "MAX_CONTENT_LENGTH": 64 * 1024,  # request bodies and Socket.IO packets, in bytes
     # Security
@@ -47,4 +48,5 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "info",
     "LOG_MESSAGE_TEXT": True,
     "METRICS_MAX_ROOMS": 100,
+    "METRICS_TOKEN": None,  # None: /metrics is public; set: it needs Authorization: Bearer TOKEN
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 
@@ -29,6 +30,7 @@ class ConnectionRegistry:
         self._by_sid: dict[str, Connection] = {}
         self._room_users: dict[str, Counter[str]] = {}  # room -> user -> connections in it
         self._per_user: Counter[str] = Counter()  # user -> connections
+        self._rooms_of: dict[str, Counter[str]] = {}  # user -> room -> their connections in it
 
     def add(self, connection: Connection) -> None:
         with self._lock:
@@ -48,6 +50,10 @@ class ConnectionRegistry:
     def count_of(self, user: str) -> int:
         return self._per_user.get(user, 0)
 
+    def rooms_of(self, user: str) -> Collection[str]:
+        """The rooms `user` is in through any of their connections here."""
+        return self._rooms_of.get(user, {}).keys()
+
     def get(self, sid: str) -> Connection | None:
         return self._by_sid.get(sid)
 
@@ -58,6 +64,7 @@ class ConnectionRegistry:
             users = self._room_users.setdefault(room, Counter())
             activated = not users
             users[connection.user] += 1
+            self._rooms_of.setdefault(connection.user, Counter())[room] += 1
             return activated
 
     def exit(self, connection: Connection, room: str) -> bool:
@@ -70,6 +77,12 @@ class ConnectionRegistry:
             users[connection.user] -= 1
             if users[connection.user] <= 0:
                 del users[connection.user]
+            rooms = self._rooms_of[connection.user]
+            rooms[room] -= 1
+            if rooms[room] <= 0:
+                del rooms[room]
+                if not rooms:
+                    del self._rooms_of[connection.user]
             if users:
                 return False
             del self._room_users[room]

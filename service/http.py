@@ -7,6 +7,7 @@ observed once, in `after_request`: an `http_request` log line and its metrics.
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -55,7 +56,10 @@ def telemetry() -> Telemetry:
 def payload() -> object:
     """The request body as data: parsed JSON, or the form's fields."""
     if request.is_json:
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser recurses: not a chat payload
+            body = None
         if body is None:
             raise ChatError("invalid_payload", "the body is not valid JSON")
         return body
@@ -195,9 +199,25 @@ def readyz() -> Any:
 
 @bp.get("/metrics")
 def metrics() -> Any:
+    """Prometheus exposition; with `CHAT_METRICS_TOKEN` set, only for `Authorization: Bearer`."""
+    token = current_app.config["METRICS_TOKEN"]
+    if token and not bearer_matches(str(token)):
+        telemetry().request_rejected(request.method, request.path, remote_addr(), "unauthorized")
+        response = jsonify(error="unauthorized", message="/metrics needs its bearer token")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     registry = telemetry().metrics.registry
     return Response(encoder(registry), headers={"Content-Type": content_type})
+
+
+def bearer_matches(token: str) -> bool:
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    # As bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        sent.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
 
 
 # -- hooks ------------------------------------------------------------------------------------

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Final
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from flask import Response, request, session
 
 from service.errors import ChatError
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 CSRF_SESSION_KEY: Final = "csrf"
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORWARDED_PREFIXES: Final = ("HTTP_X_FORWARDED_", "HTTP_FORWARDED")
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -41,31 +46,39 @@ def check_request_origin() -> None:
     """Refuse a writing request that is neither JSON nor a form with the right token."""
     if request.method not in UNSAFE_METHODS:
         return
+    # Only the host is compared, not the scheme: behind a proxy that ends TLS the page is https
+    # while the request that reaches us is http. Behind `CHAT_TRUSTED_PROXIES`, Werkzeug's
+    # ProxyFix has already put the forwarded host in `request.host`; without trusted proxies an
+    # `X-Forwarded-Host` is anybody's word, and is not looked at.
     origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc not in own_hosts():
+    if origin is not None and urlsplit(origin).netloc != request.host:
         raise ChatError("csrf_failed", "cross-origin requests are refused")
     if request.is_json:
         return
     if request.mimetype in FORM_TYPES:
         sent = request.form.get("csrf_token", "")
         expected = session.get(CSRF_SESSION_KEY)
-        if isinstance(expected, str) and hmac.compare_digest(sent, expected):
+        # As bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
+        if isinstance(expected, str) and hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), expected.encode()
+        ):
             return
         raise ChatError("csrf_failed", "the form's CSRF token is missing or stale; reload")
     raise ChatError("unsupported_media_type", "send JSON (Content-Type: application/json)")
 
 
-def own_hosts() -> set[str]:
-    """The host names this request may come from: its Host, or what a proxy says it forwarded.
+class IgnoreForwardedHeaders:
+    """WSGI middleware for a server with no trusted proxy in front: `X-Forwarded-*` and
+    `Forwarded` are anybody's word, so neither Flask nor Engine.IO (whose origin check reads
+    `X-Forwarded-Host`) gets to see them."""
 
-    Only the host is compared, not the scheme: behind a proxy that ends TLS the page is https
-    while the request that reaches us is http.
-    """
-    hosts = {request.host}
-    forwarded = request.headers.get("X-Forwarded-Host")
-    if forwarded:
-        hosts.add(forwarded.split(",")[0].strip())
-    return hosts
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        for key in [k for k in environ if k.startswith(FORWARDED_PREFIXES)]:
+            del environ[key]
+        return self.app(environ, start_response)
 
 
 def add_security_headers(response: Response) -> Response:

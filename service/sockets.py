@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, SocketIO
+from socketio import packet
 
 from service.accounts import Accounts
 from service.chat import ChatService
@@ -30,6 +31,11 @@ ROOM_PREFIX: Final = "room:"
 ACK_FLUSH_S: Final = 0.1  # time for an ack to leave before its connection is closed
 TRANSPORTS: Final = ("polling", "websocket")
 SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (a session key name, not a secret)
+
+# Names python-socketio gives its own lifecycle handlers. A client packet `42["connect"]` is an
+# ordinary event as far as the protocol goes, and python-socketio would hand it to those very
+# handlers (re-registering or unregistering a live connection), so it never gets that far.
+RESERVED_EVENTS: Final = frozenset({"connect", "connect_error", "disconnect", "__disconnect_final"})
 
 
 class SocketIOBroadcaster:
@@ -51,6 +57,39 @@ class SocketIOBroadcaster:
         self.socketio.server.disconnect(sid, namespace="/")
 
 
+def refuse_reserved_events(socketio: SocketIO, chat: ChatService, telemetry: Telemetry) -> None:
+    """Only the transport's own connect and disconnect reach the lifecycle handlers.
+
+    python-socketio dispatches a client event by name through the same table that holds the
+    connect/disconnect handlers; this wraps its dispatch (`Server._handle_event`) so that a
+    client event with a reserved name is refused there: an `event_rejected` line, and a
+    refusal ack when the client asked for one.
+    """
+    server = socketio.server
+    dispatch = server._handle_event
+
+    def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: Any) -> Any:
+        name = data[0] if isinstance(data, list) and data else None
+        if not isinstance(name, str) or name not in RESERVED_EVENTS:
+            return dispatch(eio_sid, namespace, ack_id, data)
+        sid = server.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        connection = chat.connections.get(sid) if sid is not None else None
+        if connection is None:  # not connected to the chat: python-socketio drops it
+            return dispatch(eio_sid, namespace, ack_id, data)
+        refusal = ChatError("invalid_payload", f"'{name}' is reserved; clients cannot send it")
+        telemetry.event_rejected(connection.user, connection.sid, name, None, refusal.code)
+        if ack_id is not None:
+            server._send_packet(
+                eio_sid,
+                server.packet_class(
+                    packet.ACK, namespace=namespace or "/", id=ack_id, data=[refusal.as_ack()]
+                ),
+            )
+        return None
+
+    server._handle_event = handle_event
+
+
 def register_socket_handlers(
     socketio: SocketIO,
     chat: ChatService,
@@ -58,6 +97,8 @@ def register_socket_handlers(
     telemetry: Telemetry,
     max_per_user: int,
 ) -> None:
+    refuse_reserved_events(socketio, chat, telemetry)
+
     def close_after_the_ack(connection: Connection) -> None:
         """A session that ended elsewhere (logout on another process, expiry): the connection
         hears nothing more from its rooms now, and is closed once its refusal ack is out."""
@@ -69,6 +110,19 @@ def register_socket_handlers(
             chat.broadcaster.disconnect(connection.sid)
 
         socketio.start_background_task(close)
+
+    def close_refused(sid: str) -> None:
+        """A refused connect: python-socketio sends the refusal but keeps the Engine.IO
+        connection open for another namespace, which this chat does not have. Close it once the
+        refusal is out, so a refused client holds no socket."""
+        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
+
+        def close() -> None:
+            socketio.sleep(ACK_FLUSH_S)
+            socketio.server.eio.disconnect(eio_sid)
+
+        if eio_sid is not None:
+            socketio.start_background_task(close)
 
     def socket_event(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(handle: Callable[[Connection, object], Any]) -> Callable[..., Any]:
@@ -102,16 +156,20 @@ def register_socket_handlers(
     def on_connect(auth: object = None) -> None:
         """A browser connects with its session cookie; anyone else is refused."""
         started = time.perf_counter()
+        sid: str = request.sid  # type: ignore[attr-defined]
         try:
             token = session.get(SESSION_TOKEN_KEY)
             user = accounts.session_user(token)
+            reason = None
             if user is None or not isinstance(token, str):
-                telemetry.connect_rejected(request.remote_addr or "", "unauthorized")
-                raise ConnectionRefusedError("unauthorized")
-            if chat.connections.count_of(user) >= max_per_user:
-                telemetry.connect_rejected(request.remote_addr or "", "too_many_connections")
-                raise ConnectionRefusedError("too_many_connections")
-            sid: str = request.sid  # type: ignore[attr-defined]
+                reason = "unauthorized"
+            elif chat.connections.count_of(user) >= max_per_user:
+                reason = "too_many_connections"
+            if reason is not None:
+                telemetry.connect_rejected(request.remote_addr or "", reason)
+                close_refused(sid)
+                raise ConnectionRefusedError(reason)
+            assert user is not None and isinstance(token, str)
             transport = request.args.get("transport", "")  # the one the client opened with
             chat.connect(sid, user, token, transport if transport in TRANSPORTS else "unknown")
         finally:

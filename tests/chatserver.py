@@ -222,7 +222,9 @@ class ChatServer:
 
     # -- metrics -------------------------------------------------------------------------------
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        text = requests.get(self.url + "/metrics", timeout=5).text
+        token = self.env.get("CHAT_METRICS_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        text = requests.get(self.url + "/metrics", headers=headers, timeout=5).text
         samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:

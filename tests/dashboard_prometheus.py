@@ -29,10 +29,15 @@ class PrometheusError(AssertionError):
 class Prometheus:
     """One Prometheus process scraping `target` every second."""
 
-    def __init__(self, program: str, target: str, workdir: Path) -> None:
+    def __init__(
+        self, program: str, target: str, workdir: Path, token_file: Path | None = None
+    ) -> None:
+        """`token_file`: scrape with the bearer token in it, as the shipped config's commented
+        `authorization` block shows (the block is taken from the file, uncommented)."""
         self.program = program
         self.target = target
         self.workdir = workdir
+        self.token_file = token_file
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_file = workdir / "prometheus.yml"
@@ -45,6 +50,9 @@ class Prometheus:
         config["rule_files"] = [str(ALERT_RULES)]
         (job,) = [c for c in config["scrape_configs"] if c["job_name"] == JOB]
         job["static_configs"] = [{"targets": [self.target]}]
+        if self.token_file is not None:
+            job.update(shipped_authorization_block())
+            job["authorization"]["credentials_file"] = str(self.token_file)
         self.config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
         return self.config_file
 
@@ -121,6 +129,21 @@ class Prometheus:
     def wait_for_scrape_after(self, moment: float, timeout: float = 20.0) -> float:
         """Wait until a scrape that started after `moment` is stored; return its timestamp."""
         return float(wait_until(lambda: max(self.last_scrape() - moment, 0), timeout)) + moment
+
+
+def shipped_authorization_block() -> dict[str, Any]:
+    """The commented-out `authorization:` block of the shipped scrape config, as YAML."""
+    lines = PROMETHEUS_CONFIG.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# authorization:")
+    indent = lines[start].index("#")
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.strip().startswith("#   "):
+            break
+        block.append(line)
+    text = "\n".join(line[indent:].removeprefix("# ") for line in block)
+    parsed: dict[str, Any] = yaml.safe_load(text)
+    return parsed
 
 
 def sample_value(sample: dict[str, Any]) -> float:

@@ -364,6 +364,13 @@ def play_scenario(scraped: Scraped) -> None:
             "message_too_long"
         )
         post(bob, "lobby", "   ", status=400)
+        cross_site = bob.post(
+            url + "/send",
+            json={"room": "lobby", "text": "forged"},
+            headers={"Origin": "https://evil.example"},
+            timeout=10,
+        )
+        assert cross_site.status_code == 400 and cross_site.json()["error"] == "csrf_failed"
 
     def typing_seen_by(sender: RecordingClient, receiver: RecordingClient) -> None:
         before = len(receiver.got("typing"))
@@ -615,6 +622,9 @@ EXPECTATIONS: dict[tuple[str, str], Check] = {
     ("Rejected messages by reason", "A"): lambda s, r: (
         quiet_except(r, EXPECTED_REJECTIONS, "source", "reason") is None
     ),
+    ("Refused requests and packets by reason", "A"): lambda s, r: (
+        quiet_except(r, {"csrf_failed"}, "reason") is None
+    ),
     ("Message sizes", "A"): lambda s, r: check_sizes(s, r, quantile=True) is None,
     ("Message sizes", "B"): lambda s, r: check_sizes(s, r, quantile=True) is None,
     ("Message sizes", "C"): lambda s, r: check_sizes(s, r, quantile=False) is None,
@@ -703,3 +713,35 @@ def test_prometheus_stored_the_final_state(scraped: Scraped) -> None:
     for metric in ("chat_connections", "chat_users_online", "chat_rooms"):
         stored = scraped.query(f'{metric}{{job=~"$job", instance=~"$instance"}}')
         assert only(stored) == scraped.server.metric(metric)
+
+
+@pytest.mark.prometheus
+def test_the_shipped_scrape_config_scrapes_a_token_protected_metrics_endpoint(
+    start_server: Callable[..., ChatServer], tmp_path: Path
+) -> None:
+    """With `CHAT_METRICS_TOKEN` set, the scrape config's commented `authorization` block
+    (uncommented, its file holding the token) scrapes; the same config without it does not."""
+    program = require_program("prometheus")
+    server = start_server({"CHAT_METRICS_TOKEN": "scrape-me-please"})
+    token_file = tmp_path / "chat-metrics-token"
+    token_file.write_text("scrape-me-please\n", encoding="utf-8")
+    target = f"127.0.0.1:{server.port}"
+    with_token = Prometheus(program, target, tmp_path / "with", token_file=token_file)
+    without = Prometheus(program, target, tmp_path / "without")
+    (tmp_path / "with").mkdir()
+    (tmp_path / "without").mkdir()
+    try:
+        with_token.start()
+        without.start()
+
+        def up(prometheus: Prometheus) -> list[float]:
+            return [sample_value(s) for s in prometheus.query(f'up{{job="{JOB}"}}')]
+
+        wait_until(lambda: up(with_token) == [1.0] and up(without) == [0.0], timeout=30)
+        scraped = with_token.query(f'chat_build_info{{job="{JOB}"}}')
+        assert [s["metric"]["store"] for s in scraped] == ["memory"]
+        refused = server.metric("chat_requests_rejected_total", reason="unauthorized")
+        assert refused is not None and refused >= 1
+    finally:
+        with_token.stop()
+        without.stop()

@@ -343,8 +343,9 @@ def test_forwarded_addresses_count_only_when_proxies_are_trusted(make_app: Any) 
 
 
 def test_same_site_writes_behind_a_tls_proxy_are_not_taken_for_cross_site(
-    chat: InProcessChat,
+    make_app: Any,
 ) -> None:
+    chat = InProcessChat(make_app(TRUSTED_PROXIES=1))
     alice = chat.user("alice")
     chat.socket(alice).emit("join", {"room": "lobby"}, callback=True)
     behind_proxy = alice.post(

@@ -9,12 +9,14 @@ and one sent over HTTP are observed the same way.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Final
 
 from service.telemetry.logging import get_logger
 from service.telemetry.metrics import (
     DISCONNECT_REASONS,
     REJECTION_REASONS,
+    REQUEST_REJECTION_REASONS,
     ChatMetrics,
     bounded_method,
     http_event,
@@ -48,6 +50,28 @@ LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 
 _LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
 
+# Refusals that anyone can cause without an account (malformed packets, bad requests) are all
+# counted, but at most this many `request_rejected` lines a second are written, so a flood
+# cannot drown the log; `chat_requests_rejected_total` still counts every one.
+REJECTION_LINES_PER_SECOND: Final = 20
+LOGGED_PATH_LIMIT: Final = 200  # characters of a refused request's path kept in its line
+
+
+class LineBudget:
+    """At most `per_second` lines in any one-second window (a fixed window, cheap to check)."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._window = 0
+        self._used = 0
+
+    def take(self) -> bool:
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window, self._used = window, 0
+        self._used += 1
+        return self._used <= self.per_second
+
 
 def disconnect_reason(reason: object) -> str:
     """python-socketio's reason ("client disconnect") as a bounded label value."""
@@ -62,6 +86,7 @@ class Telemetry:
         self.metrics = metrics
         self.log_message_text = log_message_text
         self.log = get_logger("chat")
+        self._rejection_lines = LineBudget(REJECTION_LINES_PER_SECOND)
 
     def _write(self, event: str, **fields: Any) -> None:
         level, _ = LOG_EVENTS[event]
@@ -176,16 +201,27 @@ class Telemetry:
     def event_rejected(
         self, user: str, sid: str, event: str, room: str | None, reason: str
     ) -> None:
-        """A refused `join`, `leave` or `typing` (refused messages are `message_rejected`)."""
+        """A refused `join`, `leave`, `typing` or reserved event name (refused messages are
+        `message_rejected`); counted with them, as the socket door's refusals."""
+        label = reason if reason in REJECTION_REASONS else "invalid_payload"
+        self.metrics.messages_rejected_total.labels("socket", label).inc()
         self._write(
             "event_rejected", user=user, sid=sid, socket_event=event, room=room, reason=reason
         )
 
     # -- HTTP ------------------------------------------------------------------------------
     def request_rejected(self, method: str, path: str, remote_addr: str, reason: str) -> None:
-        self._write(
-            "request_rejected", method=method, path=path, remote_addr=remote_addr, reason=reason
-        )
+        """A request or packet refused before any route or event handler saw it."""
+        label = reason if reason in REQUEST_REJECTION_REASONS else "other"
+        self.metrics.requests_rejected_total.labels(label).inc()
+        if self._rejection_lines.take():
+            self._write(
+                "request_rejected",
+                method=method,
+                path=path[:LOGGED_PATH_LIMIT],
+                remote_addr=remote_addr,
+                reason=reason,
+            )
 
     def http_request(
         self,

@@ -60,6 +60,20 @@ REJECTION_REASONS: Final = (
     "room_limit_reached",
     "unauthorized",
 )
+# Requests and packets refused before they reach a route or an event handler (CSRF, body type,
+# malformed or oversized Engine.IO/Socket.IO traffic, idle connections, /metrics without its
+# token). Any other reason counts as "other".
+REQUEST_REJECTION_REASONS: Final = (
+    "csrf_failed",
+    "unsupported_media_type",
+    "invalid_payload",
+    "invalid_packet",
+    "binary_attachment",
+    "payload_too_large",
+    "idle_timeout",
+    "unauthorized",
+    "other",
+)
 SOCKET_EVENTS: Final = ("connect", "disconnect", "join", "leave", "message", "typing")
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 UNMATCHED_ROUTE: Final = "unmatched"
@@ -192,6 +206,13 @@ class ChatMetrics:
             buckets=EVENT_DURATION_BUCKETS,
             registry=r,
         )
+        self.requests_rejected_total = Counter(
+            "chat_requests_rejected_total",
+            "HTTP requests and Engine.IO/Socket.IO packets refused before a route or event, "
+            "by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.http_requests_total = Counter(
             "chat_http_requests_total",
             "HTTP requests by method, route and status.",
@@ -212,6 +233,8 @@ class ChatMetrics:
             self.message_size_bytes.labels(source)
             for reason in REJECTION_REASONS:
                 self.messages_rejected_total.labels(source, reason)
+        for reason in REQUEST_REJECTION_REASONS:
+            self.requests_rejected_total.labels(reason)
         for event in SOCKET_EVENTS:
             self.event_duration_seconds.labels(event)
 

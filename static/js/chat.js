@@ -4,7 +4,7 @@ import { ApiError, getJSON, handoff, postJSON } from "./api.js";
 import { plural, typingSentence } from "./format.js";
 import { RoomView, paintAvatar } from "./room-view.js";
 
-const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const ROOM_NAME = /^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$/; // "_" first is the service's own
 const ACK_TIMEOUT_MS = 10_000;
 const TYPING_EMIT_INTERVAL_MS = 2_000;
 const TYPING_SHOWN_MS = 4_000;
@@ -671,7 +671,7 @@ ui.joinForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = ui.joinInput.value.trim().replace(/^#/, "");
   if (!ROOM_NAME.test(name)) {
-    showJoinError("Room names are 1–64 characters: letters, digits, or _ . -");
+    showJoinError("Room names are 1–64 characters: letters, digits, or _ . - (not _ first)");
     ui.joinInput.focus();
     return;
   }
