@@ -27,7 +27,7 @@ from flask import (
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
-from service.accounts import MIN_PASSWORD_LENGTH, USERNAME_PATTERN, Accounts
+from service.accounts import MIN_PASSWORD_LENGTH, Accounts
 from service.chat import ChatService
 from service.errors import ChatError
 from service.security import add_security_headers, check_request_origin, csrf_token
@@ -95,7 +95,6 @@ def index() -> Any:
     return render_template(
         "chat.html",
         username=user,
-        csrf_token=csrf_token(),
         max_message_length=current_app.config["MAX_MESSAGE_LENGTH"],
         history_limit=current_app.config["HISTORY_LIMIT"],
     )
@@ -104,10 +103,7 @@ def index() -> Any:
 @bp.get("/login")
 def login_page() -> Any:
     return render_template(
-        "login.html",
-        csrf_token=csrf_token(),
-        min_password_length=MIN_PASSWORD_LENGTH,
-        username_pattern=f"^{USERNAME_PATTERN.pattern}$",
+        "login.html", csrf_token=csrf_token(), min_password_length=MIN_PASSWORD_LENGTH
     )
 
 

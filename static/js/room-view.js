@@ -14,23 +14,61 @@ export function paintAvatar(element, name) {
 }
 
 export class RoomView {
+  // -- membership and what the server said -------------------------------------------------
+
+  /** Who is in the room, as the last join ack or `joined`/`left` event said. */
+  members = [];
+  /** The server store's epoch from the last join ack (null before the first one). */
+  epoch = null;
+  /** In the room on the current connection (false from a disconnect until the rejoin). */
+  joined = false;
+  /** Every id up to this one is shown (from the first one the server gave us). */
+  lastId = 0;
+  messages = new Map(); // id -> {element, message, provisional}
+  sends = []; // {key, text, element, state: queued|sending|failed, reason, uncertain, attempt}
+  /** The key of the next send (matches a pending message's data-key). */
+  nextKey = 1;
+
+  // -- catching up with `after=` (driven by the page's room sync) ---------------------------
+
+  /** A catch-up fetch should run even without a visible gap (set after every join). */
+  catchUpWanted = false;
+  /** A catch-up loop is running for this room; another request only sets `catchUpAgain`. */
+  catchingUp = false;
+  /** A catch-up was asked for while one ran: the running loop goes round once more. */
+  catchUpAgain = false;
+
+  // -- the reader's side -------------------------------------------------------------------
+
+  /** Messages from others that arrived while the room was not in view (or the tab hidden). */
+  unread = 0;
+  typing = new Map(); // user -> expiry timer
+  /** The messages box's scroll position when the reader left the room; null: at the bottom. */
+  scrollTop = null;
+  /** What the reader had typed in the message box when they switched to another room. */
+  draft = "";
+
   constructor(name, me) {
     this.name = name;
     this.me = me;
-    this.members = [];
-    this.epoch = null;
-    this.joined = false;
-    this.unread = 0;
-    /** Every id up to this one is shown (from the first one the server gave us). */
-    this.lastId = 0;
-    this.messages = new Map(); // id -> {element, message, provisional}
-    this.sends = []; // {key, text, element, state: queued|sending|failed, reason}
-    this.typing = new Map(); // user -> expiry timer
-    this.scrollTop = null;
     this.list = document.createElement("ol");
     this.list.className = "message-list";
     this.list.dataset.room = name;
-    this.nextKey = 1;
+  }
+
+  /**
+   * The connection dropped: the room waits for its rejoin, and a send whose ack died with the
+   * connection may or may not have arrived. The catch-up after the rejoin shows it if it did
+   * (and matches it); otherwise it goes out again.
+   */
+  connectionLost() {
+    this.joined = false;
+    for (const send of this.sends) {
+      if (send.state !== "sending") continue;
+      send.uncertain = true;
+      send.attempt += 1;
+      this.setSendState(send, "queued");
+    }
   }
 
   // -- messages from the server ------------------------------------------------------------
