@@ -9,13 +9,12 @@ client sends reaches the domain unparsed, and no exception escapes to python-soc
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, SocketIO
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
 from socketio import packet
 
 from service.accounts import Accounts
@@ -90,6 +89,136 @@ def refuse_reserved_events(socketio: SocketIO, chat: ChatService, telemetry: Tel
     server._handle_event = handle_event
 
 
+class ChatNamespace(Namespace):  # type: ignore[misc]
+    """The default namespace: who may connect, and each client event handed to the chat domain.
+
+    `trigger_event` is the one dispatch for every event. `connect` runs in Flask's request
+    context, for the session cookie; every other event does not need it and does not pay for
+    it. A chat event (`join`, `leave`, `message`, `typing`) finds its connection, checks the
+    session is still alive (a logout elsewhere ends it), is timed, and a refusal becomes the
+    contract's ack `{ok: false, error, message}`; no exception escapes to python-socketio.
+    """
+
+    def __init__(
+        self, chat: ChatService, accounts: Accounts, telemetry: Telemetry, max_per_user: int
+    ) -> None:
+        super().__init__("/")
+        self.chat = chat
+        self.accounts = accounts
+        self.telemetry = telemetry
+        self.max_per_user = max_per_user
+        self.events: dict[str, Callable[[Connection, object], Any]] = {
+            "join": self.on_join,
+            "leave": self.on_leave,
+            "message": self.on_message,
+            "typing": self.on_typing,
+        }
+
+    def trigger_event(self, event: str, sid: str, *args: Any) -> Any:
+        if event == "connect":
+            return super().trigger_event(event, sid, *args)
+        if event == "disconnect":
+            return self.on_disconnect(sid, args[0] if args else None)
+        handle = self.events.get(event)
+        if handle is None:  # an event the chat does not have: dropped, with no ack
+            return self.socketio.server.not_handled
+        return self.dispatch(event, handle, sid, args[0] if args else None)
+
+    def dispatch(
+        self, event: str, handle: Callable[[Connection, object], Any], sid: str, payload: object
+    ) -> Any:
+        started = time.perf_counter()
+        connection = self.chat.connections.get(sid)
+        try:
+            if connection is None or (
+                self.accounts.session_user(connection.session_token) != connection.user
+            ):
+                if connection is not None:
+                    self.close_after_the_ack(connection)
+                raise ChatError("unauthorized", "your session has ended; log in again")
+            return handle(connection, payload)
+        except ChatError as refusal:
+            return refusal.as_ack()
+        except Exception:
+            self.telemetry.unhandled_error(f"socket:{event}")
+            return ChatError("internal_error", "the server failed; try again").as_ack()
+        finally:
+            self.telemetry.socket_event_handled(event, time.perf_counter() - started)
+
+    def close_after_the_ack(self, connection: Connection) -> None:
+        """A session that ended elsewhere (logout on another process, expiry): the connection
+        hears nothing more from its rooms now, and is closed once its refusal ack is out."""
+        for room in connection.rooms:
+            self.chat.broadcaster.exit(connection.sid, room)
+        self.close_soon(lambda: self.chat.broadcaster.disconnect(connection.sid))
+
+    def close_soon(self, close: Callable[[], None]) -> None:
+        def later() -> None:
+            self.socketio.sleep(ACK_FLUSH_S)
+            close()
+
+        self.socketio.start_background_task(later)
+
+    # -- the transport's own events ----------------------------------------------------------
+    def on_connect(self, auth: object = None) -> None:
+        """A browser connects with its session cookie; anyone else is refused (and closed)."""
+        started = time.perf_counter()
+        sid: str = request.sid  # type: ignore[attr-defined]
+        try:
+            token = session.get(SESSION_TOKEN_KEY)
+            user = self.accounts.session_user(token)
+            if user is None or not isinstance(token, str):
+                self.refuse_connect(sid, "unauthorized")
+            elif self.chat.connections.count_of(user) >= self.max_per_user:
+                self.refuse_connect(sid, "too_many_connections")
+            else:
+                transport = request.args.get("transport", "")  # the one the client opened with
+                self.chat.connect(
+                    sid, user, token, transport if transport in TRANSPORTS else "unknown"
+                )
+        finally:
+            self.telemetry.socket_event_handled("connect", time.perf_counter() - started)
+
+    def refuse_connect(self, sid: str, reason: str) -> NoReturn:
+        """python-socketio sends the refusal but keeps the Engine.IO connection open for
+        another namespace, which this chat does not have: close it once the refusal is out,
+        so a refused client holds no socket."""
+        self.telemetry.connect_rejected(request.remote_addr or "", reason)
+        server = self.socketio.server
+        eio_sid = server.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is not None:
+            self.close_soon(lambda: server.eio.disconnect(eio_sid))
+        raise ConnectionRefusedError(reason)
+
+    def on_disconnect(self, sid: str, reason: object) -> None:
+        """The connection ended: it leaves every room it was in, each with a `left` event."""
+        started = time.perf_counter()
+        try:
+            self.chat.disconnect(sid, disconnect_reason(reason))
+        except Exception:
+            self.telemetry.unhandled_error("socket:disconnect")
+        finally:
+            self.telemetry.socket_event_handled("disconnect", time.perf_counter() - started)
+
+    # -- client events -----------------------------------------------------------------------
+    def on_join(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`join {room}`: enters the room; acks members and history; room gets `joined`."""
+        return self.chat.join(connection, payload)
+
+    def on_leave(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`leave {room}`: leaves the room; the room gets `left`."""
+        return self.chat.leave(connection, payload)
+
+    def on_message(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`message {room, text}`: the room, sender included, gets the message object."""
+        message = self.chat.post_message(connection.user, payload, "socket", connection)
+        return {"ok": True, "id": message.id}
+
+    def on_typing(self, connection: Connection, payload: object) -> None:
+        """`typing {room}`: the room's other connections get `typing {room, user}`; no ack."""
+        self.chat.typing(connection, payload)
+
+
 def register_socket_handlers(
     socketio: SocketIO,
     chat: ChatService,
@@ -98,111 +227,4 @@ def register_socket_handlers(
     max_per_user: int,
 ) -> None:
     refuse_reserved_events(socketio, chat, telemetry)
-
-    def close_after_the_ack(connection: Connection) -> None:
-        """A session that ended elsewhere (logout on another process, expiry): the connection
-        hears nothing more from its rooms now, and is closed once its refusal ack is out."""
-        for room in connection.rooms:
-            chat.broadcaster.exit(connection.sid, room)
-
-        def close() -> None:
-            socketio.sleep(ACK_FLUSH_S)
-            chat.broadcaster.disconnect(connection.sid)
-
-        socketio.start_background_task(close)
-
-    def close_refused(sid: str) -> None:
-        """A refused connect: python-socketio sends the refusal but keeps the Engine.IO
-        connection open for another namespace, which this chat does not have. Close it once the
-        refusal is out, so a refused client holds no socket."""
-        eio_sid = socketio.server.manager.eio_sid_from_sid(sid, "/")
-
-        def close() -> None:
-            socketio.sleep(ACK_FLUSH_S)
-            socketio.server.eio.disconnect(eio_sid)
-
-        if eio_sid is not None:
-            socketio.start_background_task(close)
-
-    def socket_event(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def decorate(handle: Callable[[Connection, object], Any]) -> Callable[..., Any]:
-            @functools.wraps(handle)
-            def handler(*args: Any) -> Any:
-                started = time.perf_counter()
-                sid: str = request.sid  # type: ignore[attr-defined]
-                connection = chat.connections.get(sid)
-                try:
-                    if connection is None or (
-                        accounts.session_user(connection.session_token) != connection.user
-                    ):
-                        if connection is not None:
-                            close_after_the_ack(connection)
-                        raise ChatError("unauthorized", "your session has ended; log in again")
-                    return handle(connection, args[0] if args else None)
-                except ChatError as refusal:
-                    return refusal.as_ack()
-                except Exception:
-                    telemetry.unhandled_error(f"socket:{name}")
-                    return ChatError("internal_error", "the server failed; try again").as_ack()
-                finally:
-                    telemetry.socket_event_handled(name, time.perf_counter() - started)
-
-            socketio.on_event(name, handler)
-            return handler
-
-        return decorate
-
-    @socketio.on("connect")
-    def on_connect(auth: object = None) -> None:
-        """A browser connects with its session cookie; anyone else is refused."""
-        started = time.perf_counter()
-        sid: str = request.sid  # type: ignore[attr-defined]
-        try:
-            token = session.get(SESSION_TOKEN_KEY)
-            user = accounts.session_user(token)
-            reason = None
-            if user is None or not isinstance(token, str):
-                reason = "unauthorized"
-            elif chat.connections.count_of(user) >= max_per_user:
-                reason = "too_many_connections"
-            if reason is not None:
-                telemetry.connect_rejected(request.remote_addr or "", reason)
-                close_refused(sid)
-                raise ConnectionRefusedError(reason)
-            assert user is not None and isinstance(token, str)
-            transport = request.args.get("transport", "")  # the one the client opened with
-            chat.connect(sid, user, token, transport if transport in TRANSPORTS else "unknown")
-        finally:
-            telemetry.socket_event_handled("connect", time.perf_counter() - started)
-
-    @socketio.on("disconnect")
-    def on_disconnect(reason: object = None) -> None:
-        """The connection ended: it leaves every room it was in, each with a `left` event."""
-        started = time.perf_counter()
-        try:
-            chat.disconnect(request.sid, disconnect_reason(reason))  # type: ignore[attr-defined]
-        except Exception:
-            telemetry.unhandled_error("socket:disconnect")
-        finally:
-            telemetry.socket_event_handled("disconnect", time.perf_counter() - started)
-
-    @socket_event("join")
-    def on_join(connection: Connection, payload: object) -> dict[str, Any]:
-        """`join {room}`: enters the room; acks members and history; room gets `joined`."""
-        return chat.join(connection, payload)
-
-    @socket_event("leave")
-    def on_leave(connection: Connection, payload: object) -> dict[str, Any]:
-        """`leave {room}`: leaves the room; the room gets `left`."""
-        return chat.leave(connection, payload)
-
-    @socket_event("message")
-    def on_message(connection: Connection, payload: object) -> dict[str, Any]:
-        """`message {room, text}`: the room, sender included, gets the message object."""
-        message = chat.post_message(connection.user, payload, "socket", connection)
-        return {"ok": True, "id": message.id}
-
-    @socket_event("typing")
-    def on_typing(connection: Connection, payload: object) -> None:
-        """`typing {room}`: the room's other connections get `typing {room, user}`; no ack."""
-        chat.typing(connection, payload)
+    socketio.on_namespace(ChatNamespace(chat, accounts, telemetry, max_per_user))
