@@ -9,15 +9,22 @@ event and metric changes.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from typing import Any, Final, Protocol
 
 from service.clock import utc_now_iso
-from service.connections import Connection, ConnectionRegistry
+from service.connections import (
+    CancelledJoin,
+    Connection,
+    ConnectionRegistry,
+    Departure,
+    StoreWork,
+)
 from service.errors import ChatError
 from service.ratelimit import RateLimiter
 from service.store import ChatStore, Message
-from service.store.base import RoomLimitReached
+from service.store.base import JoinResult, LeaveResult, RoomLimitReached
 from service.telemetry.events import Telemetry
 
 # Names starting with "_" are the service's own (the metrics' `_other` bucket, for one), so a
@@ -98,13 +105,26 @@ class ChatService:
         return connection
 
     def disconnect(self, sid: str, reason: str) -> None:
-        """A connection ended: it leaves every room it was in, then is forgotten."""
-        connection = self.connections.get(sid)
-        if connection is None:
+        """A connection ended: it leaves every room it was in, and is forgotten.
+
+        This process forgets it at once, store or not: the gauges and the user's connection
+        slots follow the socket. The store is told next; for each room, once the store confirms,
+        the room hears `left` and `room_left` is logged. With a store that answers that happens
+        here, before `client_disconnected`; when it fails, `client_disconnected` is logged now
+        anyway and the `room_left` lines follow from the retries once the store answers again.
+        """
+        departed = self.connections.depart(sid)
+        if departed is None:
             return
-        for room in sorted(connection.rooms):
-            self._leave(connection, room, "disconnect")
-        self.connections.remove(sid)
+        connection, rooms = departed
+        # No `broadcaster.exit`: python-socketio drops a disconnecting sid from its rooms itself
+        # after this handler, and with a message queue `leave_room` of a disconnecting sid is
+        # published to Redis, with no timeout: it would hang here while Redis stalls.
+        if rooms:
+            last = self.connections.owed.add(
+                *(Departure(room, connection.user, sid, "disconnect") for room in rooms)
+            )
+            self.settle_store_work(last, inline=True)
         self.telemetry.client_disconnected(
             connection.user, sid, reason, time.monotonic() - connection.connected_at
         )
@@ -146,24 +166,10 @@ class ChatService:
                     "room_limit_reached",
                     f"a user can be in at most {self.max_rooms_per_user} rooms",
                 )
-            try:
-                result = self.store.join(room, connection.user, connection.sid)
-            except RoomLimitReached:
-                raise ChatError(
-                    "room_limit_reached", "the server holds as many rooms as it may"
-                ) from None
+            result = self._join_room(connection, room)
         except ChatError as refusal:
             self._refused(connection, "join", payload, refusal)
             raise
-        if result.added:
-            activated = self.connections.enter(connection, room)
-            self.broadcaster.enter(connection.sid, room)
-            self.broadcaster.emit(
-                "joined", {"room": room, "user": connection.user, "members": result.members}, room
-            )
-            self.telemetry.room_joined(
-                connection.user, room, connection.sid, len(result.members), activated
-            )
         return {
             "ok": True,
             "room": room,
@@ -178,16 +184,127 @@ class ChatService:
         return {"ok": True, "room": room}
 
     def _leave(self, connection: Connection, room: str, reason: str) -> None:
-        result = self.store.leave(room, connection.user, connection.sid)
-        emptied = self.connections.exit(connection, room)
-        self.broadcaster.exit(connection.sid, room)
-        if not result.removed:
-            return
-        self.broadcaster.emit(
-            "left", {"room": room, "user": connection.user, "members": result.members}, room
+        """The connection is out of `room` here at once; the store follows, then the room hears
+        `left` (now, or from the retries while the store does not answer)."""
+        with connection.membership_lock:
+            if room not in connection.rooms:  # a second leave of the same room, or departed
+                return
+            self.connections.exit(connection, room)
+            self.broadcaster.exit(connection.sid, room)
+            last = self.connections.owed.add(
+                Departure(room, connection.user, connection.sid, reason)
+            )
+        self.settle_store_work(last, inline=True)
+
+    def _join_room(self, connection: Connection, room: str) -> JoinResult:
+        """Join in the store, then here; the room hears `joined` when the connection is new in it.
+
+        A join reaches the store only when nothing is owed to it: so a leave of this room is
+        done there before the join, and no new membership piles up behind a failing store. A
+        join whose store call fails may still run there later: its attempt is fenced off and,
+        unless the connection holds the room here anyway, undone, so neither side keeps half a
+        member; the client is refused with `internal_error`.
+        """
+        owed = self.connections.owed
+        with connection.membership_lock:
+            if self.owes_store_work() and not self.settle_store_work():
+                raise ChatError("internal_error", "the chat's store is not answering; try again")
+            attempt = secrets.token_hex(8)
+            try:
+                result = self.store.join(room, connection.user, connection.sid, attempt)
+            except RoomLimitReached:
+                raise ChatError(
+                    "room_limit_reached", "the server holds as many rooms as it may"
+                ) from None
+            except Exception:
+                held = room in connection.rooms and not connection.departed
+                owed.add(CancelledJoin(room, connection.user, connection.sid, attempt, not held))
+                owed.failing = True  # disconnects meanwhile leave the store to the retries
+                raise
+            new_here = room not in connection.rooms
+            activated = self.connections.enter(connection, room)
+            if activated is None:  # closed while the store answered: nothing here holds it
+                last = owed.add(CancelledJoin(room, connection.user, connection.sid, attempt, True))
+                self.settle_store_work(last, inline=True)
+            elif new_here:
+                self.broadcaster.enter(connection.sid, room)
+                self.broadcaster.emit(
+                    "joined",
+                    {"room": room, "user": connection.user, "members": result.members},
+                    room,
+                )
+                self.telemetry.room_joined(
+                    connection.user, room, connection.sid, len(result.members), activated
+                )
+            return result
+
+    # -- what the store still has to be told ----------------------------------------------------
+    def owes_store_work(self) -> bool:
+        return len(self.connections.owed) > 0
+
+    def settle_store_work(self, until: int | None = None, *, inline: bool = False) -> bool:
+        """Tell the store the membership changes it has not confirmed, oldest first, each once.
+
+        Stops at the first failure (the next call starts again there) and, with `until`, once
+        the entries up to that number are done. `inline` callers (a disconnect, a leave) do not
+        wait on a store that failed last time: the retries (`Service.start_store_upkeep`) own
+        that. The first failure after a success is logged (`unhandled_error`, where
+        `store cleanup`), not every retry. True when everything asked for is done.
+        """
+        owed = self.connections.owed
+        if inline and owed.failing:
+            return False
+        with owed.settling:
+            while (head := owed.head()) is not None:
+                number, entry = head
+                if until is not None and number > until:
+                    break
+                if inline and owed.failing:
+                    return False
+                try:
+                    result = self._tell_store(entry)
+                except Exception:
+                    if not owed.failing:
+                        owed.failing = True
+                        self.telemetry.unhandled_error("store cleanup")
+                    return False
+                owed.failing = False
+                owed.pop(number)  # before reporting: a report that fails is not a second `left`
+                try:
+                    self._report(entry, result)
+                except Exception:
+                    self.telemetry.unhandled_error("store cleanup report")
+        return True
+
+    def _tell_store(self, entry: StoreWork) -> LeaveResult | None:
+        if isinstance(entry, Departure):
+            return self.store.leave(entry.room, entry.user, entry.sid)
+        self.store.cancel_join(
+            entry.room, entry.user, entry.sid, entry.attempt, remove=entry.remove
         )
+        return None
+
+    def _report(self, entry: StoreWork, result: LeaveResult | None) -> None:
+        """A departure the store confirmed: the room hears `left` and `room_left` is logged.
+
+        Not when another process reaped the connection meanwhile (this one's heartbeat lapsed
+        while the store stalled): that process reported it. When the store says the connection
+        was gone without a reap, an earlier attempt ran there unanswered, and nobody reported it
+        yet. A cancelled join is silent: nobody heard it join.
+        """
+        if not isinstance(entry, Departure) or result is None or result.reaped:
+            return
+        # A disconnecting socket is still in its Socket.IO rooms until python-socketio drops it
+        # after the handler: it must not be sent its own `left`.
+        self.broadcaster.emit(
+            "left",
+            {"room": entry.room, "user": entry.user, "members": result.members},
+            entry.room,
+            skip_sid=entry.sid,
+        )
+        emptied = not self.connections.room_is_active(entry.room)
         self.telemetry.room_left(
-            connection.user, room, connection.sid, len(result.members), reason, emptied
+            entry.user, entry.room, entry.sid, len(result.members), entry.reason, emptied
         )
 
     def _joined_room(self, connection: Connection, payload: object, event: str) -> str:

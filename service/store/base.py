@@ -30,6 +30,9 @@ class JoinResult:
 class LeaveResult:
     members: list[str]
     removed: bool  # the connection was in the room
+    # Not in the room because another process reaped it (this one's heartbeat had expired) and
+    # reported its `left` already. Reported once: a second leave finds no record.
+    reaped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,11 @@ class ReapedConnection:
 
 class RoomLimitReached(Exception):
     """Every room place is taken by a room with members."""
+
+
+class JoinCancelled(RuntimeError):
+    """A join ran after `cancel_join` fenced its attempt off, so it did nothing. Only a call its
+    caller had already given up on can meet this."""
 
 
 class ChatStore(Protocol):
@@ -61,7 +69,13 @@ class ChatStore(Protocol):
     def delete_session(self, token: str) -> None: ...
 
     # rooms, members and messages
-    def join(self, room: str, user: str, sid: str) -> JoinResult: ...
+    def join(self, room: str, user: str, sid: str, attempt: str = "") -> JoinResult: ...
+    def cancel_join(self, room: str, user: str, sid: str, attempt: str, *, remove: bool) -> None:
+        """A `join` called with `attempt` failed, so its outcome is unknown (a store that timed
+        out may still run it later). After this returns the attempt never takes effect, and with
+        `remove` the connection is out of the room, whichever call put it there."""
+        ...
+
     def leave(self, room: str, user: str, sid: str) -> LeaveResult: ...
     def is_member(self, room: str, user: str) -> bool: ...
     def append_message(self, room: str, user: str, text: str, ts: str) -> Message: ...

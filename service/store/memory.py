@@ -113,7 +113,8 @@ class MemoryStore:
         room = self._rooms[name] = _Room(history=deque(maxlen=self.history_limit))
         return room
 
-    def join(self, room: str, user: str, sid: str) -> JoinResult:
+    def join(self, room: str, user: str, sid: str, attempt: str = "") -> JoinResult:
+        # `attempt` matters to a store whose calls can fail after they ran; these never do.
         with self._lock:
             state = self._room_for_join(room)
             sids = state.connections.setdefault(user, set())
@@ -131,6 +132,10 @@ class MemoryStore:
             if not sids:
                 del state.connections[user]
             return LeaveResult(state.members(), True)
+
+    def cancel_join(self, room: str, user: str, sid: str, attempt: str, *, remove: bool) -> None:
+        if remove:
+            self.leave(room, user, sid)
 
     def is_member(self, room: str, user: str) -> bool:
         with self._lock:

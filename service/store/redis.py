@@ -20,6 +20,8 @@ one behavioural test suite runs against both. What lives where, under the prefix
 | `P instance:<id>` | string | a live instance's heartbeat (JSON pid, host, start), with a TTL |
 | `P instance:<id>:conns` | set | its memberships: JSON `[room, user, sid, conns field]` |
 | `P instances` | set | ids of the instances that hold memberships (what reaping scans) |
+| `P instance:<id>:reaped` | set | memberships others reaped from it (same JSON), with a TTL |
+| `P cancelled:<attempt>` | string | a failed join attempt that must never take effect; with a TTL |
 
 Everything is bounded as in memory: at most `max_rooms` rooms (each with `history_limit`
 messages), `MAX_SESSIONS_PER_USER` sessions per user, sessions and heartbeats expire (the
@@ -43,6 +45,21 @@ Processes that die without disconnecting: each instance has a random id; every m
 records it, and `heartbeat()` refreshes `P instance:<id>` with a TTL. `reap_dead_instances()`
 (any instance, any number at once) removes the memberships of instances whose heartbeat key has
 expired; popping them from the instance's set inside the script makes each removal reported once.
+
+Calls that fail without an answer: a call that timed out may still run in Redis later (a Redis
+frozen for a while runs the commands waiting in its sockets when it resumes), so its caller
+cannot tell whether it happened. The chat retries leaves until one is answered, and cancels
+failed joins; two records keep those retries exact:
+
+- a leave of a connection that is gone says `removed=False`; `reaped=True` then tells one that
+  another instance reaped (and reported) from one whose earlier leave ran unanswered (which
+  nobody reported yet). Reaping records each membership it removes in
+  `P instance:<id>:reaped`; the leave of that instance reads the record once.
+- `join` takes an `attempt` id; `cancel_join` sets `P cancelled:<attempt>`, and a join finding
+  it does nothing, so a join that runs after its cancellation cannot leave a half member.
+
+Both expire (`LATE_COMMAND_TTL_S`): they only have to outlive commands still on the way, and
+the reaped record of an instance that is gone for good.
 """
 
 from __future__ import annotations
@@ -60,6 +77,7 @@ from redis.retry import Retry
 
 from service.clock import utc_now_iso
 from service.store.base import (
+    JoinCancelled,
     JoinResult,
     LeaveResult,
     Message,
@@ -70,6 +88,9 @@ from service.store.memory import MAX_SESSIONS_PER_USER
 
 HEARTBEAT_TTL_S: Final = 15.0  # the app refreshes every 5 s: three missed beats mean dead
 REAP_BATCH: Final = 200  # memberships removed per script call (keeps each call short)
+# How long a cancelled join attempt and a reaped membership are remembered: far longer than a
+# command can wait in a socket or a retry can take, short enough to bound the keys.
+LATE_COMMAND_TTL_S: Final = 3600
 
 # Shared Lua helpers, prepended to the scripts that need them. ARGV[1] is always the prefix.
 _LUA_COMMON = """
@@ -95,15 +116,19 @@ end
 """
 
 # ARGV: prefix, room, user, sid, conns field, instance entry, instance id, max_rooms,
-#       epoch candidate, heartbeat value, heartbeat ttl ms
-# -> {epoch, added, members, history}, or {epoch, -1} when every room place has members.
+#       epoch candidate, heartbeat value, heartbeat ttl ms, attempt ('' for none)
+# -> {epoch, added, members, history}, {epoch, -1} when every room place has members, or
+#    {epoch, -2} when the attempt was cancelled.
 _JOIN = (
     _LUA_COMMON
     + """
 local room, user, sid, field, entry, instance = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local max_rooms = tonumber(ARGV[8])
+local max_rooms, attempt = tonumber(ARGV[8]), ARGV[12]
 redis.call('SET', P .. 'epoch', ARGV[9], 'NX')
 local epoch = redis.call('GET', P .. 'epoch')
+if attempt ~= '' and redis.call('EXISTS', P .. 'cancelled:' .. attempt) == 1 then
+  return {epoch, -2}
+end
 if not redis.call('ZSCORE', P .. 'rooms', room) then
   if redis.call('ZCARD', P .. 'rooms') >= max_rooms then
     local idle = nil
@@ -124,21 +149,41 @@ if added == 1 then
   redis.call('SADD', P .. 'instance:' .. instance .. ':conns', entry)
   redis.call('SADD', P .. 'instances', instance)
   redis.call('SET', P .. 'instance:' .. instance, ARGV[10], 'PX', ARGV[11], 'NX')
+  redis.call('SREM', P .. 'instance:' .. instance .. ':reaped', entry)  -- its own again
 end
 return {epoch, added, members_of(room), redis.call('LRANGE', room_key(room, 'history'), 0, -1)}
 """
 )
 
-# ARGV: prefix, room, user, conns field, instance entry -> {removed, members}
+# ARGV: prefix, room, user, conns field, instance entry, calling instance id
+# -> {removed, members, reaped}
 _LEAVE = (
     _LUA_COMMON
     + """
-local room, user, field, entry = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if not redis.call('ZSCORE', P .. 'rooms', room) then return {0, {}} end
-local instance = redis.call('HGET', room_key(room, 'conns'), field)
-if not instance then return {0, members_of(room)} end
+local room, user, field, entry, me = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local instance = false
+if redis.call('ZSCORE', P .. 'rooms', room) then
+  instance = redis.call('HGET', room_key(room, 'conns'), field)
+end
+if not instance then
+  return {0, members_of(room), redis.call('SREM', P .. 'instance:' .. me .. ':reaped', entry)}
+end
 drop_connection(room, user, field, entry, instance)
-return {1, members_of(room)}
+return {1, members_of(room), 0}
+"""
+)
+
+# ARGV: prefix, room, user, conns field, instance entry, attempt, fence ttl ms, remove (1/0)
+_CANCEL_JOIN = (
+    _LUA_COMMON
+    + """
+local room, user, field, entry = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+redis.call('SET', P .. 'cancelled:' .. ARGV[6], '1', 'PX', ARGV[7])
+if ARGV[8] ~= '1' or not redis.call('ZSCORE', P .. 'rooms', room) then return 0 end
+local instance = redis.call('HGET', room_key(room, 'conns'), field)
+if not instance then return 0 end
+drop_connection(room, user, field, entry, instance)
+return 1
 """
 )
 
@@ -194,20 +239,25 @@ return found
 """
 )
 
-# ARGV: prefix, dead instance id, batch size
+# ARGV: prefix, dead instance id, batch size, reaped record ttl ms
 # -> {done, {{room, user, sid, members}, …}}: nothing when the instance is alive (again).
+# Each removal is also recorded for the instance, in case it was only stalled: its own late
+# leave of the connection must not report the `left` the reaper reports.
 _REAP = (
     _LUA_COMMON
     + """
 local instance, batch = ARGV[2], tonumber(ARGV[3])
 if redis.call('EXISTS', P .. 'instance:' .. instance) == 1 then return {1, {}} end
 local iset = P .. 'instance:' .. instance .. ':conns'
+local record = P .. 'instance:' .. instance .. ':reaped'
 local reaped = {}
 for _, entry in ipairs(redis.call('SPOP', iset, batch)) do
   local m = cjson.decode(entry)
   local room, user, sid, field = m[1], m[2], m[3], m[4]
   if redis.call('HGET', room_key(room, 'conns'), field) == instance then
     drop_connection(room, user, field, entry, instance)
+    redis.call('SADD', record, entry)
+    redis.call('PEXPIRE', record, ARGV[4])
     reaped[#reaped + 1] = {room, user, sid, members_of(room)}
   end
 end
@@ -297,6 +347,7 @@ class RedisStore:
         self._history = register(_HISTORY)
         self._active_rooms = register(_ACTIVE_ROOMS)
         self._reap = register(_REAP)
+        self._cancel_join = register(_CANCEL_JOIN)
         self._create_session = register(_CREATE_SESSION)
         self._delete_session = register(_DELETE_SESSION)
         # The epoch is Redis's: the first process sets it, the others read it; a join reads it
@@ -340,7 +391,7 @@ class RedisStore:
         self._delete_session(args=[self.prefix, token])
 
     # -- rooms ---------------------------------------------------------------------------------
-    def join(self, room: str, user: str, sid: str) -> JoinResult:
+    def join(self, room: str, user: str, sid: str, attempt: str = "") -> JoinResult:
         reply: list[Any] = self._join(
             args=[
                 self.prefix,
@@ -354,24 +405,42 @@ class RedisStore:
                 secrets.token_hex(6),
                 self._heartbeat_value,
                 self.heartbeat_ttl_ms,
+                attempt,
             ]
         )
         self.epoch = str(reply[0])
         if reply[1] == -1:
             raise RoomLimitReached
+        if reply[1] == -2:
+            raise JoinCancelled(attempt)
         return JoinResult(sorted(reply[2]), [_message(m) for m in reply[3]], reply[1] == 1)
 
     def leave(self, room: str, user: str, sid: str) -> LeaveResult:
-        removed, members = self._leave(
+        removed, members, reaped = self._leave(
             args=[
                 self.prefix,
                 room,
                 user,
                 _conns_field(user, sid),
                 _instance_entry(room, user, sid),
+                self.instance_id,
             ]
         )
-        return LeaveResult(sorted(members), removed == 1)
+        return LeaveResult(sorted(members), removed == 1, reaped == 1)
+
+    def cancel_join(self, room: str, user: str, sid: str, attempt: str, *, remove: bool) -> None:
+        self._cancel_join(
+            args=[
+                self.prefix,
+                room,
+                user,
+                _conns_field(user, sid),
+                _instance_entry(room, user, sid),
+                attempt,
+                LATE_COMMAND_TTL_S * 1000,
+                1 if remove else 0,
+            ]
+        )
 
     def is_member(self, room: str, user: str) -> bool:
         return bool(self._redis.hexists(self._key("room", room, "members"), user))
@@ -408,7 +477,9 @@ class RedisStore:
         for instance in sorted(instances - {self.instance_id}):
             done = False
             while not done:
-                finished, batch = self._reap(args=[self.prefix, instance, REAP_BATCH])
+                finished, batch = self._reap(
+                    args=[self.prefix, instance, REAP_BATCH, LATE_COMMAND_TTL_S * 1000]
+                )
                 done = finished == 1
                 reaped.extend(
                     ReapedConnection(room, user, sid, sorted(members))
