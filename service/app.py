@@ -22,8 +22,9 @@ from service.security import IgnoreForwardedHeaders
 from service.sockets import SocketIOBroadcaster, register_socket_handlers
 from service.store import open_store, rate_limit_storage
 from service.telemetry.events import Telemetry
-from service.telemetry.logging import configure_logging
+from service.telemetry.logging import adopt_library_loggers, configure_logging
 from service.telemetry.metrics import ChatMetrics
+from service.transport import harden_socketio
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -68,6 +69,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         logger=False,
         engineio_logger=False,
     )
+    # Screen Engine.IO/Socket.IO traffic before python-engineio/-socketio see it (and never
+    # hang a polling request); then keep their loggers in the one pipeline.
+    harden_socketio(socketio, telemetry)
+    adopt_library_loggers()
     if config["MESSAGE_QUEUE"] and config["STORE"] == "memory":
         raise ValueError(
             "CHAT_MESSAGE_QUEUE needs a shared CHAT_STORE (redis://…): with the in-memory "

@@ -2,7 +2,9 @@
 
 eventlet (the default) and gevent each run their own WSGI server, with the Socket.IO
 middleware inside the app; the connection limit is raised from eventlet's default of 1024 to
-`CHAT_MAX_CONNECTIONS`, and the open-file limit with it.
+`CHAT_MAX_CONNECTIONS`, and the open-file limit with it. Both servers run the app inside
+`WSGIGuard` (no traceback is ever sent to a client) and close connections that do not send
+their request headers in time (`service.transport`).
 
 SIGINT and SIGTERM stop the service the same way in every mode: every Socket.IO client is
 disconnected (so each room hears `left` and the gauges return to zero), the server stops
@@ -14,6 +16,7 @@ interrupted; it schedules the shutdown on the event loop instead.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -25,10 +28,12 @@ from flask import Flask
 from service import __version__, create_app
 from service.chat import ChatService
 from service.telemetry.events import Telemetry
-from service.telemetry.logging import route_stderr_through_logging
+from service.telemetry.logging import LoggingStream, route_stderr_through_logging
+from service.transport import SOCKET_TIMEOUT_S, WSGIGuard, eventlet_protocol, gevent_handler
 
 SHUTDOWN_GRACE_S = 5.0
 HEARTBEAT_INTERVAL_S = 5.0  # a shared store forgets a process silent for 3 heartbeats
+STDERR_FLUSH_INTERVAL_S = 0.5  # how long a library's last traceback may wait to be written
 
 
 class Stop(Exception):
@@ -53,6 +58,7 @@ class Service:
         self.host, self.port = str(app.config["HOST"]), int(app.config["PORT"])
         self.max_connections = int(app.config["MAX_CONNECTIONS"])
         self.stop_reason: str | None = None
+        self.wsgi = WSGIGuard(app, self.telemetry)
 
     def stopping(self, signum: int) -> bool:
         """Record the first signal; False for a repeated one."""
@@ -72,13 +78,35 @@ class Service:
             version=__version__,
         )
 
+    def disconnect_everyone(self) -> None:
+        """Every chat client leaves (each room hears it and closes its own transport), and an
+        Engine.IO session that never connected to the chat is closed, so that its pending
+        long-poll GET ends now instead of holding the shutdown for the whole grace period."""
+        server = self.socketio.server
+        strangers = [
+            eio_sid
+            for eio_sid in list(server.eio.sockets)
+            if server.manager.sid_from_eio_sid(eio_sid, "/") is None
+        ]
+        self.chat.disconnect_all()
+        for eio_sid in strangers:
+            server.eio.disconnect(eio_sid)
+
     def force_exit(self) -> None:
         """The grace period is over and requests are still running: leave anyway."""
         self.telemetry.service_stopping(f"{self.stop_reason} (grace period over)")
         os._exit(0)
 
     def start_store_upkeep(self) -> None:
-        """With a shared store: say this process is alive, and clear up after dead ones."""
+        """With a shared store: say this process is alive, clear up after dead ones, and retry
+        the membership changes the store missed while it did not answer.
+
+        The retries run in their own task, not in the heartbeat's: a store that stalls makes
+        each attempt wait for its timeout, and neither should delay the other. They back off
+        from a quarter second to a heartbeat interval while the store keeps failing, so cleanup
+        follows the store back within seconds. (The in-memory store never fails: no retries.)
+        """
+        first_retry_s, longest_retry_s = 0.25, HEARTBEAT_INTERVAL_S
         store = self.chat.store
         store.heartbeat()
 
@@ -94,12 +122,40 @@ class Service:
                 except Exception:
                     self.telemetry.unhandled_error("store upkeep")
 
+        def retry_owed_store_work() -> None:
+            wait = first_retry_s
+            while True:
+                self.socketio.sleep(wait)
+                if not self.chat.owes_store_work():
+                    wait = first_retry_s
+                    continue
+                try:
+                    settled = self.chat.settle_store_work()
+                except Exception:  # whatever went wrong, the retries must go on
+                    self.telemetry.unhandled_error("store cleanup")
+                    settled = False
+                wait = first_retry_s if settled else min(2 * wait, longest_retry_s)
+
         self.socketio.start_background_task(upkeep)
+        self.socketio.start_background_task(retry_owed_store_work)
+
+    def keep_stderr_flushed(self, stream: LoggingStream) -> None:
+        """Write what a library left half-written on stderr (its last traceback) soon."""
+
+        def flusher() -> None:
+            while True:
+                self.socketio.sleep(STDERR_FLUSH_INTERVAL_S)
+                try:
+                    stream.flush_stale()
+                except Exception:
+                    self.telemetry.unhandled_error("stderr flush")
+
+        self.socketio.start_background_task(flusher)
 
 
 def serve(mode: str) -> None:
     service = Service(create_app())
-    route_stderr_through_logging()
+    service.keep_stderr_flushed(route_stderr_through_logging())
     raise_open_file_limit(service.max_connections + 256)
     if service.chat.store.name != "memory":
         service.start_store_upkeep()
@@ -118,7 +174,7 @@ def run_eventlet(service: Service) -> None:
     main = greenlet.getcurrent()
 
     def shutdown() -> None:
-        service.chat.disconnect_all()
+        service.disconnect_everyone()
         eventlet.spawn_after(SHUTDOWN_GRACE_S, service.force_exit)
         hubs.get_hub().schedule_call_global(0, main.throw, Stop())
 
@@ -138,28 +194,37 @@ def run_eventlet(service: Service) -> None:
     eventlet.spawn(keep_the_hub_waking)
     listener = eventlet.listen((service.host, service.port), backlog=2048)
     service.announce()
-    eventlet.wsgi.server(listener, service.app, log_output=False, max_size=service.max_connections)
+    eventlet.wsgi.server(
+        listener,
+        service.wsgi,
+        log_output=False,
+        max_size=service.max_connections,
+        debug=False,  # eventlet's default sends the traceback of a 500 to the client
+        socket_timeout=SOCKET_TIMEOUT_S,
+        protocol=eventlet_protocol(service.telemetry),
+    )
 
 
 def run_gevent(service: Service) -> None:
     import gevent
     from gevent.pool import Pool
-    from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
+    from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
     server = WSGIServer(
         (service.host, service.port),
-        service.app,
-        handler_class=WebSocketHandler,
+        service.wsgi,
+        handler_class=gevent_handler(service.telemetry),
         spawn=Pool(service.max_connections),
         log=None,
+        # Its complaints about clients (a bad request line) as records, not raw stderr text.
+        error_log=LoggingLogAdapter(logging.getLogger("gevent.pywsgi"), logging.WARNING),
         backlog=2048,
     )
 
     def on_signal(signum: int) -> None:
         # gevent runs this in a greenlet of its own, on the loop.
         if service.stopping(signum):
-            service.chat.disconnect_all()
+            service.disconnect_everyone()
             server.stop(timeout=SHUTDOWN_GRACE_S)
 
     gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
@@ -174,7 +239,7 @@ def run_threading(service: Service) -> None:
 
     def on_signal(signum: int, _: FrameType | None) -> None:
         if service.stopping(signum):
-            service.chat.disconnect_all()
+            service.disconnect_everyone()
             raise Stop
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -5,6 +5,11 @@ share one processor chain and one handler on stdout, so every line has the same 
 when stdout is not a terminal (or `CHAT_LOG_FORMAT=json`), a coloured readable line on one
 (`CHAT_LOG_FORMAT=console`). Each line carries `timestamp` (ISO 8601, UTC, milliseconds),
 `level` and `event`; context bound with `structlog.contextvars` rides along.
+
+Libraries do not write on their own: engineio's and socketio's loggers get no handler of their
+own and propagate here, and what a library writes to stderr (`LoggingStream`) becomes records,
+a whole traceback as one `unhandled_error`. A client can make libraries log, so each library
+gets at most `LIBRARY_LINES_PER_SECOND` lines a second; the next line says how many were dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import io
 import logging
 import re
 import sys
-from typing import Any, TextIO
+import threading
+import time
+from typing import Any, Final, TextIO
 
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
@@ -22,6 +29,22 @@ from service.clock import utc_now_iso
 
 # C0 controls but tab, DEL and the C1 controls: what a terminal would interpret.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+# Loggers of the libraries under the service, at the level they write from. python-engineio and
+# python-socketio add a stderr handler of their own to a logger whose level is unset (which
+# bypassed this pipeline: raw text lines); with a level set first, they do not.
+LIBRARY_LOGGERS: Final = {
+    "engineio": logging.WARNING,
+    "engineio.server": logging.WARNING,
+    "engineio.client": logging.WARNING,
+    "socketio": logging.WARNING,
+    "socketio.server": logging.WARNING,  # also the Redis message queue's reconnect messages
+    "socketio.client": logging.WARNING,
+    "werkzeug": logging.WARNING,  # chatters at INFO about every request
+    "geventwebsocket": logging.WARNING,
+}
+LIBRARY_LINES_PER_SECOND: Final = 20  # per library (the first part of the logger's name)
+SERVICE_LOGGER: Final = "chat"  # the service's own events: never dropped here
 
 
 def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -50,6 +73,59 @@ def put_common_keys_first(_: WrappedLogger, __: str, event_dict: EventDict) -> E
     return ordered
 
 
+def add_dropped_lines(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """`dropped_lines`: how many lines of this library `LibraryLineBudget` dropped before."""
+    record = event_dict.get("_record")
+    dropped = getattr(record, "chat_dropped_lines", 0)
+    if dropped:
+        event_dict["dropped_lines"] = dropped
+    return event_dict
+
+
+class LibraryLineBudget(logging.Filter):
+    """At most `per_second` records a second from each library; the service's own pass.
+
+    Libraries log what clients make them log (a bad packet, a bad request line), so a flood of
+    those cannot drown the log. The first record let through after a drop carries the count.
+    """
+
+    def __init__(self, per_second: int = LIBRARY_LINES_PER_SECOND) -> None:
+        super().__init__()
+        self.per_second = per_second
+        self._windows: dict[str, tuple[int, int, int]] = {}  # library: (second, used, dropped)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        library = record.name.split(".", 1)[0]
+        if library == SERVICE_LOGGER:
+            return True
+        second = int(time.monotonic())
+        with self._lock:
+            window, used, dropped = self._windows.get(library, (second, 0, 0))
+            if window != second:
+                window, used = second, 0
+            if used >= self.per_second:
+                self._windows[library] = (window, used, dropped + 1)
+                return False
+            self._windows[library] = (window, used + 1, 0)
+        if dropped:
+            record.chat_dropped_lines = dropped
+        return True
+
+
+def adopt_library_loggers() -> None:
+    """Library loggers: their level, no handler of their own, records to the root handler.
+
+    Run before the libraries build their servers (they then add no handler) and again after
+    (in case one was added anyway).
+    """
+    for name, level in LIBRARY_LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def _uses_json(log_format: str, stream: TextIO) -> bool:
     if log_format == "json":
         return True
@@ -63,6 +139,7 @@ def configure_logging(
 ) -> None:
     """Configure structlog and the standard library; again only when the settings change."""
     global _configured
+    adopt_library_loggers()
     stream = stream or sys.stdout
     as_json = _uses_json(log_format, stream)
     wanted = (as_json, level.upper(), stream)
@@ -92,7 +169,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, add_dropped_lines, *shared],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             put_common_keys_first,
@@ -101,36 +178,137 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(LibraryLineBudget())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that chatter at INFO about every packet: their warnings still come through.
-    for noisy in ("engineio", "socketio", "werkzeug", "geventwebsocket"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.captureWarnings(True)
+
+
+# How a Python traceback is laid out, as `traceback.print_exception` writes it.
+_TRACEBACK_START: Final = "Traceback (most recent call last):"
+_CHAIN_MARKERS: Final = (
+    "During handling of the above exception, another exception occurred:",
+    "The above exception was the direct cause of the following exception:",
+)
+# gevent's hub ends its report with a time stamp and, when it has one, the failed greenlet.
+_GEVENT_TRAILER: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ( |$)")
+_MAX_BLOCK_LINES: Final = 400  # a traceback longer than this is written in parts
+_MAX_PARTIAL_LINE: Final = 16 * 1024  # characters of an unterminated line kept back
+STALE_AFTER_S: Final = 1.0  # an unfinished line or traceback older than this is written
 
 
 class LoggingStream(io.TextIOBase):
     """A file for libraries that write to stderr directly (http.server's error lines, eventlet's
-    websocket, gevent's hub): each line written becomes a log record in the one pipeline."""
+    and gevent's hubs): each line written becomes a log record in the one pipeline, and a whole
+    traceback (chained exceptions and gevent's trailer included) one `unhandled_error` record.
+
+    Writes are joined into lines first (gevent writes a line in pieces). A traceback's end is
+    only known from the line after it, so the last one waits for the next write, a `flush()`
+    (eventlet's hub flushes after each), or `flush_stale()`, which the server calls regularly.
+    """
 
     def __init__(self, logger_name: str, level: int = logging.WARNING) -> None:
         self.logger = logging.getLogger(logger_name)
+        self.reports = structlog.get_logger(logger_name)
         self.level = level
+        self._partial = ""
+        self._block: list[str] = []
+        self._state = ""  # in a traceback: "frames", "raised" (its last line seen) or "chain"
+        self._last_write = time.monotonic()
+        self._lock = threading.RLock()
+        self._busy = False  # a write from inside a write (logging reporting its own error)
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        for line in text.splitlines():
-            if line.strip():
-                self.logger.log(self.level, line.rstrip())
+        with self._lock:
+            if self._busy:
+                return len(text)
+            self._busy = True
+            try:
+                self._last_write = time.monotonic()
+                *lines, self._partial = (self._partial + text).split("\n")
+                for line in lines:
+                    self._take(line.rstrip("\r"))
+                if len(self._partial) > _MAX_PARTIAL_LINE:
+                    self._take(self._partial)
+                    self._partial = ""
+            finally:
+                self._busy = False
         return len(text)
 
+    def flush(self) -> None:
+        """Write a traceback that has ended (nothing can still belong to it)."""
+        with self._lock:
+            if self._state == "raised" and not self._busy:
+                self._emit_block()
 
-def route_stderr_through_logging() -> None:
-    """The serving process writes nothing raw: stderr joins the pipeline (which writes stdout)."""
-    sys.stderr = LoggingStream("stderr")
+    def flush_stale(self) -> None:
+        """Write whatever has waited longer than `STALE_AFTER_S`, finished or not."""
+        with self._lock:
+            if self._busy or time.monotonic() - self._last_write < STALE_AFTER_S:
+                return
+            self._busy = True
+            try:
+                if self._partial:
+                    self._take(self._partial)
+                    self._partial = ""
+                if self._block:
+                    self._emit_block()
+            finally:
+                self._busy = False
+
+    def _take(self, line: str) -> None:
+        if self._block and self._continues_block(line):
+            if len(self._block) >= _MAX_BLOCK_LINES:
+                self._emit_block()
+            return
+        if line.startswith(_TRACEBACK_START):
+            self._block, self._state = [line], "frames"
+        elif line.strip():
+            self.logger.log(self.level, line.rstrip())
+
+    def _continues_block(self, line: str) -> bool:
+        """Add `line` to the traceback being collected; False (block written) if it is not."""
+        if self._state == "frames":
+            # Frames are indented; the first line that is not names the exception.
+            if not line.startswith((" ", "\t")) and not line.startswith(_TRACEBACK_START):
+                self._state = "raised"
+            self._block.append(line)
+            return True
+        if not line.strip() or line.startswith(_CHAIN_MARKERS):
+            self._block.append(line)
+            if line.strip():
+                self._state = "chain"
+            return True
+        if line.startswith(_TRACEBACK_START) and self._state == "chain":
+            self._block.append(line)
+            self._state = "frames"
+            return True
+        if self._state == "raised" and _GEVENT_TRAILER.match(line):
+            self._block.append(line)
+            self._emit_block()
+            return True
+        self._emit_block()
+        return False
+
+    def _emit_block(self) -> None:
+        text = "\n".join(self._block).strip()
+        self._block, self._state = [], ""
+        if text:
+            self.reports.error("unhandled_error", where="stderr", exception=text)
+
+
+def route_stderr_through_logging() -> LoggingStream:
+    """The serving process writes nothing raw: stderr joins the pipeline (which writes stdout).
+
+    The caller should call the stream's `flush_stale()` every second or so.
+    """
+    stream = LoggingStream("stderr")
+    sys.stderr = stream
+    return stream
 
 
 def get_logger(name: str = "chat") -> Any:
