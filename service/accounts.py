@@ -26,6 +26,7 @@ from service.telemetry.events import Telemetry
 USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD_LENGTH: Final = 8
 MAX_PASSWORD_LENGTH: Final = 1024  # hashing a megabyte-long "password" is a cheap DoS
+SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (where the Flask session keeps the token's name)
 
 
 def credentials_from(payload: object) -> tuple[str, str]:

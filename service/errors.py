@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-# code -> HTTP status. Socket acks carry the same codes: {ok: false, error, message}.
+# code -> HTTP status. Socket acks carry the same codes: {ok: false, error, message}. The first
+# code of each status is the one an HTTP error of that status gets when no code was chosen
+# (a 404 from routing, a 413 from Werkzeug's body limit).
 STATUS: Final[dict[str, int]] = {
     "invalid_payload": 400,
     "invalid_username": 400,
@@ -13,8 +15,8 @@ STATUS: Final[dict[str, int]] = {
     "empty_message": 400,
     "message_too_long": 400,
     "csrf_failed": 400,
-    "invalid_credentials": 401,
     "unauthorized": 401,
+    "invalid_credentials": 401,
     "not_in_room": 403,
     "not_found": 404,
     "method_not_allowed": 405,
@@ -24,9 +26,18 @@ STATUS: Final[dict[str, int]] = {
     "unsupported_media_type": 415,
     "rate_limited": 429,
     "internal_error": 500,
-    "registration_closed": 503,
     "not_ready": 503,
+    "registration_closed": 503,
 }
+_CODE_OF_STATUS: Final[dict[int, str]] = {}
+for _code, _status in STATUS.items():
+    _CODE_OF_STATUS.setdefault(_status, _code)
+
+
+def code_for_status(status: int) -> str:
+    """The contract's code for an HTTP error that carries none of its own."""
+    fallback = "invalid_payload" if status < 500 else "internal_error"
+    return _CODE_OF_STATUS.get(status, fallback)
 
 
 class ChatError(Exception):

@@ -27,18 +27,14 @@ from flask import (
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
-from service.accounts import MIN_PASSWORD_LENGTH, Accounts
+from service.accounts import MIN_PASSWORD_LENGTH, SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
-from service.errors import ChatError
+from service.errors import ChatError, code_for_status
 from service.security import add_security_headers, check_request_origin, csrf_token
-from service.sockets import SESSION_TOKEN_KEY
 from service.telemetry.events import Telemetry
 from service.telemetry.metrics import UNMATCHED_ROUTE
 
 bp = Blueprint("chat", __name__)
-
-HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-                    415: "unsupported_media_type"}  # fmt: skip
 
 
 def accounts() -> Accounts:
@@ -253,7 +249,7 @@ def install_http(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         status = error.code or 500
-        code = HTTP_ERROR_CODES.get(status, "invalid_payload" if status < 500 else "internal_error")
+        code = code_for_status(status)
         response = jsonify(error=code, message=error.description or error.name)
         response.status_code = status
         return response

@@ -17,7 +17,7 @@ from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
 from socketio import packet
 
-from service.accounts import Accounts
+from service.accounts import SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.connections import Connection
 from service.errors import ChatError
@@ -29,7 +29,6 @@ ROOM_PREFIX: Final = "room:"
 
 ACK_FLUSH_S: Final = 0.1  # time for an ack to leave before its connection is closed
 TRANSPORTS: Final = ("polling", "websocket")
-SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (a session key name, not a secret)
 
 # Names python-socketio gives its own lifecycle handlers. A client packet `42["connect"]` is an
 # ordinary event as far as the protocol goes, and python-socketio would hand it to those very
