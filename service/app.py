@@ -1,4 +1,9 @@
-"""The application factory: settings, logging, telemetry, the store, both doors."""
+"""The application factory: it wires the parts together, and decides nothing else.
+
+`Settings.load` has parsed and checked every setting before anything is built; then logging,
+telemetry, the store, the domain and both doors are made and connected, and kept on the app as
+one typed extension (`service.extension.ChatParts`).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from service import __version__
 from service.accounts import Accounts
 from service.chat import ChatService
-from service.config import DEFAULTS
+from service.extension import EXTENSION_KEY, ChatParts
 from service.http import install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
-from service.ratelimit import RateLimiter, validate
+from service.ratelimit import RateLimiter
+from service.readiness import Readiness
 from service.security import IgnoreForwardedHeaders
+from service.settings import Settings
 from service.sockets import SocketIOBroadcaster, register_socket_handlers
-from service.store import open_store, rate_limit_storage
+from service.store import ChatStore, open_store, rate_limit_storage
 from service.telemetry.events import Telemetry
 from service.telemetry.logging import adopt_library_loggers, configure_logging
 from service.telemetry.metrics import ChatMetrics
@@ -34,37 +41,76 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     `CHAT_ASYNC_MODE` (eventlet by default) before calling this; `flask run` and the tests run
     it with `threading`.
     """
+    settings = Settings.load(overrides=test_config)
+    configure_logging(settings.log_format, settings.log_level)
+    telemetry = Telemetry(
+        ChatMetrics(settings.metrics_max_rooms),
+        log_message_text=settings.log_message_text,
+        strict=settings.strict_logs,
+    )
     app = Flask(
         __name__,
         template_folder=str(resource_dir("templates")),
         static_folder=str(resource_dir("static")),
     )
-    app.config.from_mapping(DEFAULTS)
-    app.config.from_prefixed_env("CHAT")
-    # CHAT_ASYNC_MODE chose what `chat-service` patched; the app follows what really runs.
-    app.config["ASYNC_MODE"] = detect_async_mode()
-    if test_config:
-        app.config.from_mapping(test_config)
-    config = app.config
+    app.config.update(flask_config(settings, telemetry))
+    socketio = socketio_for(app, settings, telemetry)
+    trust_proxies(app, settings.trusted_proxies)
+    store = open_store(
+        settings.store, history_limit=settings.history_limit, max_rooms=settings.max_rooms
+    )
+    chat, accounts = domain(settings, store, telemetry, socketio)
+    app.extensions[EXTENSION_KEY] = ChatParts(
+        settings=settings,
+        telemetry=telemetry,
+        chat=chat,
+        accounts=accounts,
+        store=store,
+        socketio=socketio,
+        readiness=Readiness(store, settings.message_queue),
+    )
+    install_http(app)
+    register_socket_handlers(socketio, chat, accounts, telemetry, settings.max_connections_per_user)
+    telemetry.attach(
+        chat.connections,
+        version=__version__,
+        async_mode=settings.async_mode,
+        store=store.name,
+        http_routes=(
+            (method, rule.rule)
+            for rule in app.url_map.iter_rules()
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        ),
+    )
+    return app
 
-    configure_logging(str(config["LOG_FORMAT"]), str(config["LOG_LEVEL"]))
-    metrics = ChatMetrics(int(config["METRICS_MAX_ROOMS"]))
-    telemetry = Telemetry(metrics, log_message_text=bool(config["LOG_MESSAGE_TEXT"]))
 
-    if not config["SECRET_KEY"]:
-        config["SECRET_KEY"] = secrets.token_urlsafe(32)
+def flask_config(settings: Settings, telemetry: Telemetry) -> dict[str, Any]:
+    """What Flask itself reads: the signing key, the session cookie, the body limit."""
+    secret_key = settings.secret_key
+    if secret_key is None:
+        secret_key = secrets.token_urlsafe(32)
         telemetry.secret_key_generated()
-    config["SECRET_KEY"] = str(config["SECRET_KEY"])
-    config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=int(config["SESSION_LIFETIME"]))
+    return {
+        "SECRET_KEY": secret_key,
+        "PERMANENT_SESSION_LIFETIME": timedelta(seconds=settings.session_lifetime),
+        "SESSION_COOKIE_NAME": settings.session_cookie_name,
+        "SESSION_COOKIE_SECURE": settings.session_cookie_secure,
+        "SESSION_COOKIE_HTTPONLY": settings.session_cookie_httponly,
+        "SESSION_COOKIE_SAMESITE": settings.session_cookie_samesite,
+        "MAX_CONTENT_LENGTH": settings.max_content_length,
+    }
 
-    async_mode = str(config["ASYNC_MODE"])
-    cors = config["CORS_ALLOWED_ORIGINS"]
+
+def socketio_for(app: Flask, settings: Settings, telemetry: Telemetry) -> SocketIO:
     socketio = SocketIO(
         app,
-        async_mode=async_mode,
-        message_queue=config["MESSAGE_QUEUE"] or None,
-        cors_allowed_origins=cors.split(",") if isinstance(cors, str) else cors,
-        max_http_buffer_size=int(config["MAX_CONTENT_LENGTH"]),
+        async_mode=settings.async_mode,
+        message_queue=settings.message_queue,
+        cors_allowed_origins=(
+            list(settings.cors_allowed_origins) if settings.cors_allowed_origins else None
+        ),
+        max_http_buffer_size=settings.max_content_length,
         manage_session=True,
         logger=False,
         engineio_logger=False,
@@ -73,112 +119,45 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # hang a polling request); then keep their loggers in the one pipeline.
     harden_socketio(socketio, telemetry)
     adopt_library_loggers()
-    if config["MESSAGE_QUEUE"] and config["STORE"] == "memory":
-        raise ValueError(
-            "CHAT_MESSAGE_QUEUE needs a shared CHAT_STORE (redis://…): with the in-memory "
-            "store each process would hold a different chat"
-        )
-    trusted_proxies = int(config["TRUSTED_PROXIES"])
-    # Outside the Socket.IO middleware, so both doors see the same client address and host.
-    if trusted_proxies:
+    return socketio
+
+
+def trust_proxies(app: Flask, proxies: int) -> None:
+    """Outside the Socket.IO middleware, so both doors see the same client address and host."""
+    if proxies:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=trusted_proxies, x_proto=trusted_proxies, x_host=trusted_proxies
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
     else:
         app.wsgi_app = IgnoreForwardedHeaders(app.wsgi_app)  # type: ignore[method-assign]
-    store = open_store(
-        str(config["STORE"]),
-        history_limit=int(config["HISTORY_LIMIT"]),
-        max_rooms=int(config["MAX_ROOMS"]),
-    )
-    limiter = RateLimiter(rate_limit_storage(str(config["STORE"])))
+
+
+def domain(
+    settings: Settings, store: ChatStore, telemetry: Telemetry, socketio: SocketIO
+) -> tuple[ChatService, Accounts]:
+    """The chat and the accounts, sharing the store and the rate limiter."""
+    limiter = RateLimiter(rate_limit_storage(settings.store))
     chat = ChatService(
         store,
         telemetry,
         SocketIOBroadcaster(socketio),
         limiter,
-        max_message_length=int(config["MAX_MESSAGE_LENGTH"]),
-        history_limit=int(config["HISTORY_LIMIT"]),
-        max_rooms_per_connection=int(config["MAX_ROOMS_PER_CONNECTION"]),
-        max_rooms_per_user=int(config["MAX_ROOMS_PER_USER"]),
-        message_rate_limit=validate(str(config["MESSAGE_RATE_LIMIT"])),
-        typing_rate_limit=validate(str(config["TYPING_RATE_LIMIT"])),
+        max_message_length=settings.max_message_length,
+        history_limit=settings.history_limit,
+        max_rooms_per_connection=settings.max_rooms_per_connection,
+        max_rooms_per_user=settings.max_rooms_per_user,
+        message_rate_limit=settings.message_rate_limit,
+        typing_rate_limit=settings.typing_rate_limit,
     )
     accounts = Accounts(
         store,
         telemetry,
         limiter,
-        make_offloader(async_mode, int(config["HASH_CONCURRENCY"]) or None),
-        session_lifetime_s=float(config["SESSION_LIFETIME"]),
-        max_users=int(config["MAX_USERS"]),
-        login_limit_per_address=validate(str(config["LOGIN_RATE_LIMIT_PER_ADDRESS"])),
-        login_limit_per_user=validate(str(config["LOGIN_RATE_LIMIT_PER_USER"])),
-        register_limit=validate(str(config["REGISTER_RATE_LIMIT"])),
+        make_offloader(settings.async_mode, settings.hash_concurrency or None),
+        session_lifetime_s=float(settings.session_lifetime),
+        max_users=settings.max_users,
+        login_limit_per_address=settings.login_rate_limit_per_address,
+        login_limit_per_user=settings.login_rate_limit_per_user,
+        register_limit=settings.register_rate_limit,
     )
-
-    queue = queue_client(config["MESSAGE_QUEUE"]) if config["MESSAGE_QUEUE"] else None
-
-    def readiness() -> dict[str, str]:
-        checks = {"store": "ok", "message_queue": "disabled"}
-        try:
-            store.ping()
-        except Exception:
-            checks["store"] = "unreachable"
-        if queue is not None:
-            checks["message_queue"] = "ok" if reachable(queue) else "unreachable"
-        return checks
-
-    app.extensions.update(
-        {
-            "chat.telemetry": telemetry,
-            "chat.service": chat,
-            "chat.accounts": accounts,
-            "chat.store": store,
-            "chat.socketio": socketio,
-            "chat.readiness": readiness,
-        }
-    )
-    install_http(app)
-    register_socket_handlers(
-        socketio, chat, accounts, telemetry, int(config["MAX_CONNECTIONS_PER_USER"])
-    )
-    metrics.precreate_http_routes(
-        (method, rule.rule)
-        for rule in app.url_map.iter_rules()
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
-    )
-    metrics.build_info.labels(__version__, async_mode, store.name).set(1)
-    return app
-
-
-def queue_client(url: str) -> Any:
-    """A Redis client for readiness checks of the message queue (one per app, pooled)."""
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-
-
-def reachable(client: Any) -> bool:
-    import redis
-
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
-def detect_async_mode() -> str:
-    """The async library this process was monkey-patched for, else `threading`."""
-    import sys
-
-    if "eventlet" in sys.modules:
-        from eventlet import patcher
-
-        if patcher.is_monkey_patched("socket"):
-            return "eventlet"
-    if "gevent" in sys.modules:
-        from gevent import monkey
-
-        if monkey.is_module_patched("socket"):
-            return "gevent"
-    return "threading"
+    return chat, accounts

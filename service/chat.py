@@ -26,6 +26,7 @@ from service.ratelimit import RateLimiter
 from service.store import ChatStore, Message
 from service.store.base import JoinResult, LeaveResult, RoomLimitReached
 from service.telemetry.events import Telemetry
+from service.telemetry.metrics import DisconnectReason, LeaveReason, Source
 
 # Names starting with "_" are the service's own (the metrics' `_other` bucket, for one), so a
 # room can never be taken for one of them.
@@ -90,21 +91,15 @@ class ChatService:
         self.message_rate_limit = message_rate_limit
         self.typing_rate_limit = typing_rate_limit
         self.connections = ConnectionRegistry()
-        telemetry.metrics.observe_state(
-            connections=self.connections.count,
-            users_online=self.connections.users_online,
-            active_rooms=self.connections.active_rooms,
-            room_member_counts=self.connections.room_member_counts,
-        )
 
     # -- connections -------------------------------------------------------------------------
     def connect(self, sid: str, user: str, session_token: str, transport: str) -> Connection:
-        connection = Connection(sid, user, session_token, transport)
+        connection = Connection(sid, user, session_token)
         self.connections.add(connection)
         self.telemetry.client_connected(user, sid, transport)
         return connection
 
-    def disconnect(self, sid: str, reason: str) -> None:
+    def disconnect(self, sid: str, reason: DisconnectReason) -> None:
         """A connection ended: it leaves every room it was in, and is forgotten.
 
         This process forgets it at once, store or not: the gauges and the user's connection
@@ -122,7 +117,7 @@ class ChatService:
         # published to Redis, with no timeout: it would hang here while Redis stalls.
         if rooms:
             last = self.connections.owed.add(
-                *(Departure(room, connection.user, sid, "disconnect") for room in rooms)
+                *(Departure(room, connection.user, sid, LeaveReason.DISCONNECT) for room in rooms)
             )
             self.settle_store_work(last, inline=True)
         self.telemetry.client_disconnected(
@@ -141,7 +136,7 @@ class ChatService:
                 "left", {"room": gone.room, "user": gone.user, "members": gone.members}, gone.room
             )
             self.telemetry.room_left(
-                gone.user, gone.room, gone.sid, len(gone.members), "disconnect", emptied=False
+                gone.user, gone.room, gone.sid, len(gone.members), LeaveReason.DISCONNECT, False
             )
 
     def end_session(self, session_token: str) -> None:
@@ -175,15 +170,15 @@ class ChatService:
             "room": room,
             "members": result.members,
             "history": [m.as_dict() for m in result.history],
-            "epoch": self.store.epoch,
+            "epoch": result.epoch,
         }
 
     def leave(self, connection: Connection, payload: object) -> dict[str, Any]:
         room = self._joined_room(connection, payload, "leave")
-        self._leave(connection, room, "leave")
+        self._leave(connection, room, LeaveReason.LEAVE)
         return {"ok": True, "room": room}
 
-    def _leave(self, connection: Connection, room: str, reason: str) -> None:
+    def _leave(self, connection: Connection, room: str, reason: LeaveReason) -> None:
         """The connection is out of `room` here at once; the store follows, then the room hears
         `left` (now, or from the retries while the store does not answer)."""
         with connection.membership_lock:
@@ -341,7 +336,7 @@ class ChatService:
 
     # -- messages ----------------------------------------------------------------------------
     def post_message(
-        self, user: str, payload: object, source: str, connection: Connection | None = None
+        self, user: str, payload: object, source: Source, connection: Connection | None = None
     ) -> Message:
         """Validate, store, broadcast and observe one message; the one path for both doors."""
         room_value = payload.get("room") if isinstance(payload, dict) else None

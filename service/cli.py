@@ -1,21 +1,22 @@
 """`chat-service`: monkey-patch for the chosen async library, then serve until a signal.
 
 Monkey-patching must come before anything imports sockets, threads or Flask, so this module
-imports nothing of the service at the top: `main` patches first, then builds the app.
+imports nothing of the service at the top but the settings (standard library only): `main`
+reads `CHAT_ASYNC_MODE`, patches, then builds the app.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-ASYNC_MODES = ("eventlet", "gevent", "threading")
+from service.settings import SettingsError, requested_async_mode
 
 
 def main() -> None:
-    mode = os.environ.get("CHAT_ASYNC_MODE", "eventlet").strip().lower()
-    if mode not in ASYNC_MODES:
-        sys.exit(f"CHAT_ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, not {mode!r}")
+    try:
+        mode = requested_async_mode()
+    except SettingsError as error:
+        sys.exit(f"chat-service: {error}")
     if mode == "eventlet":
         import warnings
 
@@ -34,4 +35,7 @@ def main() -> None:
 
     from service.server import serve
 
-    serve(mode)
+    try:
+        serve(mode)
+    except SettingsError as error:
+        sys.exit(f"chat-service: {error}")

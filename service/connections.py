@@ -26,13 +26,14 @@ from collections import Counter, deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from service.telemetry.metrics import LeaveReason
+
 
 @dataclass
 class Connection:
     sid: str
     user: str
     session_token: str
-    transport: str
     connected_at: float = field(default_factory=time.monotonic)
     rooms: set[str] = field(default_factory=set)
     departed: bool = False  # the transport ended: forgotten here, maybe not yet in the store
@@ -50,7 +51,7 @@ class Departure:
     room: str
     user: str
     sid: str
-    reason: str  # "leave" / "disconnect"
+    reason: LeaveReason
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    current_app,
     g,
     jsonify,
     redirect,
@@ -30,23 +29,24 @@ from werkzeug.exceptions import HTTPException
 from service.accounts import MIN_PASSWORD_LENGTH, SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.errors import ChatError, code_for_status
+from service.extension import parts_of
 from service.security import add_security_headers, check_request_origin, csrf_token
 from service.telemetry.events import Telemetry
-from service.telemetry.metrics import UNMATCHED_ROUTE
+from service.telemetry.metrics import UNMATCHED_ROUTE, RequestRejection, Source
 
 bp = Blueprint("chat", __name__)
 
 
 def accounts() -> Accounts:
-    return current_app.extensions["chat.accounts"]  # type: ignore[no-any-return]
+    return parts_of().accounts
 
 
 def chat() -> ChatService:
-    return current_app.extensions["chat.service"]  # type: ignore[no-any-return]
+    return parts_of().chat
 
 
 def telemetry() -> Telemetry:
-    return current_app.extensions["chat.telemetry"]  # type: ignore[no-any-return]
+    return parts_of().telemetry
 
 
 def payload() -> object:
@@ -91,8 +91,8 @@ def index() -> Any:
     return render_template(
         "chat.html",
         username=user,
-        max_message_length=current_app.config["MAX_MESSAGE_LENGTH"],
-        history_limit=current_app.config["HISTORY_LIMIT"],
+        max_message_length=parts_of().settings.max_message_length,
+        history_limit=parts_of().settings.history_limit,
     )
 
 
@@ -141,9 +141,9 @@ def logout() -> Any:
 def send() -> Any:
     user = current_user()
     if user is None:
-        telemetry().message_rejected(None, None, "http", "unauthorized")
+        telemetry().message_rejected(None, None, Source.HTTP, "unauthorized")
         raise ChatError("unauthorized", "log in first")
-    message = chat().post_message(user, payload(), "http")
+    message = chat().post_message(user, payload(), Source.HTTP)
     if is_form():
         return redirect(url_for("chat.index"), 303)
     return jsonify(message.as_dict()), 201
@@ -181,7 +181,7 @@ def healthz() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    checks = current_app.extensions["chat.readiness"]()
+    checks = parts_of().readiness.checks()
     down = [name for name, state in checks.items() if state not in ("ok", "disabled")]
     if down:
         body = {"error": "not_ready", "message": f"unreachable: {', '.join(down)}", **checks}
@@ -192,9 +192,11 @@ def readyz() -> Any:
 @bp.get("/metrics")
 def metrics() -> Any:
     """Prometheus exposition; with `CHAT_METRICS_TOKEN` set, only for `Authorization: Bearer`."""
-    token = current_app.config["METRICS_TOKEN"]
-    if token and not bearer_matches(str(token)):
-        telemetry().request_rejected(request.method, request.path, remote_addr(), "unauthorized")
+    token = parts_of().settings.metrics_token
+    if token is not None and not bearer_matches(token):
+        telemetry().request_rejected(
+            request.method, request.path, remote_addr(), RequestRejection.UNAUTHORIZED
+        )
         response = jsonify(error="unauthorized", message="/metrics needs its bearer token")
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'

@@ -34,12 +34,3 @@ class RateLimiter:
             return None
         stats = self.strategy.get_window_stats(item, *keys)
         return max(1.0, math.ceil(stats.reset_time - time.time()))
-
-    def reset(self) -> None:
-        self.storage.reset()
-
-
-def validate(limit: str) -> str:
-    """Fail at start-up, not at the first login, on a malformed setting."""
-    _parse(limit)
-    return limit

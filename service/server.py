@@ -26,8 +26,7 @@ from typing import Any
 from flask import Flask
 
 from service import __version__, create_app
-from service.chat import ChatService
-from service.telemetry.events import Telemetry
+from service.extension import parts_of
 from service.telemetry.logging import LoggingStream, route_stderr_through_logging
 from service.transport import SOCKET_TIMEOUT_S, WSGIGuard, eventlet_protocol, gevent_handler
 
@@ -52,11 +51,13 @@ class Service:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.telemetry: Telemetry = app.extensions["chat.telemetry"]
-        self.chat: ChatService = app.extensions["chat.service"]
-        self.socketio: Any = app.extensions["chat.socketio"]
-        self.host, self.port = str(app.config["HOST"]), int(app.config["PORT"])
-        self.max_connections = int(app.config["MAX_CONNECTIONS"])
+        parts = parts_of(app)
+        self.settings = parts.settings
+        self.telemetry = parts.telemetry
+        self.chat = parts.chat
+        self.socketio: Any = parts.socketio
+        self.host, self.port = self.settings.host, self.settings.port
+        self.max_connections = self.settings.max_connections
         self.stop_reason: str | None = None
         self.wsgi = WSGIGuard(app, self.telemetry)
 
@@ -68,13 +69,12 @@ class Service:
         return True
 
     def announce(self) -> None:
-        config = self.app.config
         self.telemetry.service_started(
             host=self.host,
             port=self.port,
-            async_mode=str(config["ASYNC_MODE"]),
+            async_mode=self.settings.async_mode,
             store=self.chat.store.name,
-            message_queue=str(config["MESSAGE_QUEUE"] or "none"),
+            message_queue=self.settings.message_queue or "none",
             version=__version__,
         )
 

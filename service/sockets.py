@@ -21,7 +21,8 @@ from service.accounts import SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.connections import Connection
 from service.errors import ChatError
-from service.telemetry.events import Telemetry, disconnect_reason
+from service.telemetry.events import Telemetry
+from service.telemetry.metrics import ConnectRejection, SocketEvent, Source, disconnect_reason
 
 # Socket.IO rooms also hold each sid's own room: prefixing ours keeps a chat room named like
 # somebody's sid from reaching that connection.
@@ -167,18 +168,18 @@ class ChatNamespace(Namespace):  # type: ignore[misc]
             token = session.get(SESSION_TOKEN_KEY)
             user = self.accounts.session_user(token)
             if user is None or not isinstance(token, str):
-                self.refuse_connect(sid, "unauthorized")
+                self.refuse_connect(sid, ConnectRejection.UNAUTHORIZED)
             elif self.chat.connections.count_of(user) >= self.max_per_user:
-                self.refuse_connect(sid, "too_many_connections")
+                self.refuse_connect(sid, ConnectRejection.TOO_MANY_CONNECTIONS)
             else:
                 transport = request.args.get("transport", "")  # the one the client opened with
                 self.chat.connect(
                     sid, user, token, transport if transport in TRANSPORTS else "unknown"
                 )
         finally:
-            self.telemetry.socket_event_handled("connect", time.perf_counter() - started)
+            self.telemetry.socket_event_handled(SocketEvent.CONNECT, time.perf_counter() - started)
 
-    def refuse_connect(self, sid: str, reason: str) -> NoReturn:
+    def refuse_connect(self, sid: str, reason: ConnectRejection) -> NoReturn:
         """python-socketio sends the refusal but keeps the Engine.IO connection open for
         another namespace, which this chat does not have: close it once the refusal is out,
         so a refused client holds no socket."""
@@ -197,7 +198,9 @@ class ChatNamespace(Namespace):  # type: ignore[misc]
         except Exception:
             self.telemetry.unhandled_error("socket:disconnect")
         finally:
-            self.telemetry.socket_event_handled("disconnect", time.perf_counter() - started)
+            self.telemetry.socket_event_handled(
+                SocketEvent.DISCONNECT, time.perf_counter() - started
+            )
 
     # -- client events -----------------------------------------------------------------------
     def on_join(self, connection: Connection, payload: object) -> dict[str, Any]:
@@ -210,7 +213,7 @@ class ChatNamespace(Namespace):  # type: ignore[misc]
 
     def on_message(self, connection: Connection, payload: object) -> dict[str, Any]:
         """`message {room, text}`: the room, sender included, gets the message object."""
-        message = self.chat.post_message(connection.user, payload, "socket", connection)
+        message = self.chat.post_message(connection.user, payload, Source.SOCKET, connection)
         return {"ok": True, "id": message.id}
 
     def on_typing(self, connection: Connection, payload: object) -> None:

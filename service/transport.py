@@ -38,6 +38,7 @@ from engineio import payload as eio_payload
 from socketio import packet as sio_packet
 
 from service.telemetry.events import Telemetry
+from service.telemetry.metrics import RequestRejection
 
 # A new connection must have sent a complete request line and headers this soon after it was
 # accepted; slower ones are closed and counted as `request_rejected` (idle_timeout).
@@ -49,10 +50,10 @@ KEEPALIVE_TIMEOUT_S: Final = 30.0
 # Above pingInterval + pingTimeout (45 s): a live WebSocket client answers a ping within it.
 SOCKET_TIMEOUT_S: Final = 60.0
 
-INVALID_PACKET: Final = "invalid_packet"
-BINARY_ATTACHMENT: Final = "binary_attachment"
-PAYLOAD_TOO_LARGE: Final = "payload_too_large"
-IDLE_TIMEOUT: Final = "idle_timeout"
+INVALID_PACKET: Final = RequestRejection.INVALID_PACKET
+BINARY_ATTACHMENT: Final = RequestRejection.BINARY_ATTACHMENT
+PAYLOAD_TOO_LARGE: Final = RequestRejection.PAYLOAD_TOO_LARGE
+IDLE_TIMEOUT: Final = RequestRejection.IDLE_TIMEOUT
 
 # What a client may send in a long-polling POST: CLOSE, PONG and MESSAGE. OPEN and NOOP are the
 # server's packets, PING comes from the server in Engine.IO 4, UPGRADE only over a WebSocket.
@@ -81,7 +82,7 @@ def describe(environ: dict[str, Any]) -> tuple[str, str, str]:
     )
 
 
-def websocket_frame_problem(data: object, max_size: int) -> str | None:
+def websocket_frame_problem(data: object, max_size: int) -> RequestRejection | None:
     """Why a WebSocket message is refused before Engine.IO decodes it, or None."""
     if isinstance(data, bytes | bytearray):
         return BINARY_ATTACHMENT  # an Engine.IO binary message: a Socket.IO attachment
@@ -96,7 +97,7 @@ def websocket_frame_problem(data: object, max_size: int) -> str | None:
     return INVALID_PACKET
 
 
-def polling_body_problem(body: bytes) -> str | None:
+def polling_body_problem(body: bytes) -> RequestRejection | None:
     """Why the body of a long-polling POST is refused before Engine.IO handles it, or None."""
     try:
         packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
@@ -111,7 +112,7 @@ def polling_body_problem(body: bytes) -> str | None:
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: RequestRejection) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -126,13 +127,13 @@ class ChatEngineIOServer(engineio.Server):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.telemetry = telemetry
         self._posting: set[str] = set()  # sessions with a POST being handled now
-        self._refused_posts: dict[str, str] = {}  # ... refused meanwhile, and why
+        self._refused_posts: dict[str, RequestRejection] = {}  # ... refused meanwhile, and why
         websocket_app = self._async.get("websocket")
         if websocket_app is not None:
             # A copy: `_async` is the async driver's module-level dictionary, shared.
             self._async = {**self._async, "websocket": self._screened_websocket(websocket_app)}
 
-    def refuse(self, sid: str, environ: dict[str, Any], reason: str) -> None:
+    def refuse(self, sid: str, environ: dict[str, Any], reason: RequestRejection) -> None:
         """Log and count a refused packet, and close its session (the client hears CLOSE)."""
         self.telemetry.request_rejected(*describe(environ), reason)
         if sid in self._posting:
@@ -245,7 +246,7 @@ def _no_write(data: bytes) -> None:
     raise RuntimeError("python-engineio answers through its return value")
 
 
-def _refusal(start_response: Any, reason: str) -> list[bytes]:
+def _refusal(start_response: Any, reason: RequestRejection) -> list[bytes]:
     code, message = _REFUSALS[reason]
     body = json.dumps({"error": code, "message": message}).encode()
     start_response(
@@ -373,7 +374,7 @@ class ChatSocketIOServer(socketio.Server):  # type: ignore[misc]
     def _engineio_server_class(self) -> Any:
         return functools.partial(ChatEngineIOServer, telemetry=self.telemetry)
 
-    def _refuse(self, eio_sid: str, reason: str) -> None:
+    def _refuse(self, eio_sid: str, reason: RequestRejection) -> None:
         environ = self.environ.get(eio_sid) or {}
         if isinstance(self.eio, ChatEngineIOServer):
             self.eio.refuse(eio_sid, environ, reason)

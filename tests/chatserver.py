@@ -16,8 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,20 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 
-# Settings every test server starts with; a test overrides what it is about.
+# Settings every test app and server starts with (limits a test suite would hit, and log lines
+# checked against the catalogue); a test overrides what it is about.
+TEST_SETTINGS = {
+    "LOG_FORMAT": "json",
+    "STRICT_LOGS": "true",
+    "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000 per minute",
+    "LOGIN_RATE_LIMIT_PER_USER": "1000 per minute",
+    "REGISTER_RATE_LIMIT": "1000 per minute",
+    "MESSAGE_RATE_LIMIT": "1000 per minute",
+}
 BASE_ENV = {
     "CHAT_HOST": "127.0.0.1",
-    "CHAT_LOG_FORMAT": "json",
     "CHAT_SECRET_KEY": "test-secret-key-not-for-production",
-    "CHAT_LOGIN_RATE_LIMIT_PER_ADDRESS": "1000 per minute",
-    "CHAT_LOGIN_RATE_LIMIT_PER_USER": "1000 per minute",
-    "CHAT_REGISTER_RATE_LIMIT": "1000 per minute",
-    "CHAT_MESSAGE_RATE_LIMIT": "1000 per minute",
+    **{"CHAT_" + name: value for name, value in TEST_SETTINGS.items()},
 }
 
 
@@ -199,6 +203,12 @@ class ChatServer:
                 else:
                     self.bad_lines.append(line)
 
+    def assert_every_line_json(self) -> None:
+        """Every line the server wrote to stdout so far parsed as a JSON object."""
+        with self._lock:
+            bad = list(self.bad_lines)
+        assert not bad, f"stdout lines that are not JSON: {bad[:5]}"
+
     def output(self) -> str:
         with self._lock:
             lines = [json.dumps(e) for e in self.events] + self.bad_lines
@@ -236,8 +246,13 @@ class ChatServer:
         return self.metrics().get((name, frozenset(labels.items())), default)
 
     # -- clients -------------------------------------------------------------------------------
-    def register(self, username: str, password: str = "correct horse battery") -> requests.Response:
-        return requests.post(
+    def register(
+        self,
+        username: str,
+        password: str = "correct horse battery",
+        http: requests.Session | None = None,
+    ) -> requests.Response:
+        return (http or requests).post(
             self.url + "/register", json={"username": username, "password": password}, timeout=10
         )
 
@@ -245,9 +260,7 @@ class ChatServer:
         """A logged-in HTTP session for `username` (registered first when new)."""
         http = requests.Session()
         self._clients.append(http)
-        reply = http.post(
-            self.url + "/register", json={"username": username, "password": password}, timeout=10
-        )
+        reply = self.register(username, password, http)
         assert reply.status_code in (201, 409), reply.text
         reply = http.post(
             self.url + "/login", json={"username": username, "password": password}, timeout=10
@@ -296,15 +309,3 @@ class RecordingClient(socketio.Client):  # type: ignore[misc]
     def request(self, event: str, payload: Any, timeout: float = 10.0) -> Any:
         """Emit and return the server's ack."""
         return self.call(event, payload, timeout=timeout)
-
-
-@contextmanager
-def running_server(
-    env: dict[str, str] | None = None, async_mode: str = "eventlet"
-) -> Iterator[ChatServer]:
-    server = ChatServer(env, async_mode).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from chatserver import ChatServer
+from chatserver import TEST_SETTINGS, ChatServer
 from flask import Flask
 from flask.testing import FlaskClient
 
 from service import create_app
+from service.extension import parts_of
 from service.telemetry.logging import configure_logging
 
 # Configure logging before any app exists, as chat-service does, so structlog's capture_logs
@@ -24,7 +25,7 @@ def chat_server() -> Iterator[ChatServer]:
     server = ChatServer().start()
     yield server
     server.stop()
-    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+    server.assert_every_line_json()
 
 
 @pytest.fixture
@@ -41,18 +42,11 @@ def start_server() -> Iterator[Callable[..., ChatServer]]:
     for server in started:
         server.stop()
     for server in started:
-        assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+        server.assert_every_line_json()
 
 
 # -- in-process: the Flask app with Flask-SocketIO's test client (threading mode) ------------
-TEST_CONFIG = {
-    "SECRET_KEY": "in-process-test-key",
-    "LOG_FORMAT": "json",
-    "LOGIN_RATE_LIMIT_PER_ADDRESS": "1000 per minute",
-    "LOGIN_RATE_LIMIT_PER_USER": "1000 per minute",
-    "REGISTER_RATE_LIMIT": "1000 per minute",
-    "MESSAGE_RATE_LIMIT": "1000 per minute",
-}
+TEST_CONFIG = {"SECRET_KEY": "in-process-test-key", **TEST_SETTINGS}
 
 
 @pytest.fixture
@@ -80,7 +74,7 @@ class InProcessChat:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.socketio = app.extensions["chat.socketio"]
+        self.socketio = parts_of(app).socketio
 
     def user(self, name: str, password: str = "correct horse battery") -> FlaskClient:
         http = self.app.test_client()
@@ -105,7 +99,7 @@ class InProcessChat:
         return payloads
 
     def metric(self, name: str, **labels: str) -> float | None:
-        registry = self.app.extensions["chat.telemetry"].metrics.registry
+        registry = parts_of(self.app).telemetry.metrics.registry
         return registry.get_sample_value(name, labels)  # type: ignore[no-any-return]
 
 

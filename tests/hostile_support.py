@@ -64,7 +64,7 @@ def assert_service_sound(
     if rooms == 0:
         listed = server.login(f"{name}-lister").get(server.url + "/rooms", timeout=5).json()
         assert listed == [], listed
-    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+    server.assert_every_line_json()
 
 
 def raw_http(server: ChatServer, request: bytes, timeout: float = 5.0) -> bytes:

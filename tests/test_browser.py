@@ -564,7 +564,7 @@ def redis_server(redis_url: str) -> Iterator[ChatServer]:
     server = ChatServer(env={"CHAT_STORE": redis_url}).start()
     yield server
     server.stop()
-    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+    server.assert_every_line_json()
 
 
 def test_a_server_restart_with_a_shared_store_rejoins_and_catches_up(

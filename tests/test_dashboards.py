@@ -460,7 +460,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         server.close_clients()
         prometheus.stop()
         server.stop()
-    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+    server.assert_every_line_json()
 
 
 # What the scenario leaves behind, and what each panel must therefore show.

@@ -41,6 +41,7 @@ from flask import Flask
 from hostile_support import assert_service_sound, gauges
 from redis_support import RedisServer
 
+from service.extension import parts_of
 from service.store.memory import MemoryStore
 from service.store.redis import RedisStore
 
@@ -302,9 +303,12 @@ class InProcess:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.socketio = app.extensions["chat.socketio"]
-        self.chat = app.extensions["chat.service"]
-        self.store: RedisStore = app.extensions["chat.store"]
+        parts = parts_of(app)
+        self.socketio = parts.socketio
+        self.chat = parts.chat
+        store = parts.store
+        assert isinstance(store, RedisStore)
+        self.store = store
 
     def socket(self, name: str, *rooms: str) -> Any:
         http = self.app.test_client()

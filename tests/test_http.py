@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from structlog.testing import capture_logs
 
+from service.extension import parts_of
 from service.security import CONTENT_SECURITY_POLICY
 
 PASSWORD = "correct horse battery"
@@ -38,12 +39,12 @@ def test_factory_layers_defaults_environment_and_test_config(
 ) -> None:
     monkeypatch.setenv("CHAT_HISTORY_LIMIT", "7")
     monkeypatch.setenv("CHAT_LOG_MESSAGE_TEXT", "false")
-    app = make_app(MAX_ROOMS=3)
-    assert app.config["HISTORY_LIMIT"] == 7
-    assert app.config["LOG_MESSAGE_TEXT"] is False
-    assert app.config["MAX_ROOMS"] == 3
-    assert app.config["MAX_MESSAGE_LENGTH"] == 2000  # a default nobody overrode
-    assert app.config["ASYNC_MODE"] == "threading"  # nothing was monkey-patched here
+    settings = parts_of(make_app(MAX_ROOMS=3)).settings
+    assert settings.history_limit == 7
+    assert settings.log_message_text is False
+    assert settings.max_rooms == 3
+    assert settings.max_message_length == 2000  # a default nobody overrode
+    assert settings.async_mode == "threading"  # nothing was monkey-patched here
 
 
 def test_missing_secret_key_is_random_per_app_with_one_warning(make_app: Any) -> None:
@@ -262,7 +263,7 @@ def test_send_requires_login_membership_and_valid_text(chat: InProcessChat) -> N
     assert chat.received(sock, "message") == [body]
 
 
-def test_history_after_and_limit(chat: InProcessChat, make_app: Any) -> None:
+def test_history_after_and_limit(chat: InProcessChat) -> None:
     alice = chat.user("alice")
     sock = chat.socket(alice)
     sock.emit("join", {"room": "lobby"}, callback=True)

@@ -63,4 +63,4 @@ def test_the_wheel_serves_pages_static_files_and_metrics(tmp_path: Path) -> None
     finally:
         assert server.stop() == 0, server.output()
     assert server.logged("service_stopping")
-    assert not server.bad_lines, f"stdout lines that are not JSON: {server.bad_lines[:5]}"
+    server.assert_every_line_json()

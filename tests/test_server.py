@@ -30,7 +30,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[ChatServer]:
     chat = ChatServer(async_mode=request.param).start()
     yield chat
     chat.stop()
-    assert not chat.bad_lines, f"stdout lines that are not JSON: {chat.bad_lines[:5]}"
+    chat.assert_every_line_json()
 
 
 @pytest.fixture(params=MODES)
@@ -292,7 +292,7 @@ def test_more_connections_than_eventlets_default_1024(
             sock.close()
 
 
-def test_console_format_escapes_control_characters(start_server: Any) -> None:
+def test_console_format_escapes_control_characters() -> None:
     server = ChatServer({"CHAT_LOG_FORMAT": "console"}).start()
     try:
         http = server.login("alice")

@@ -298,11 +298,10 @@ def test_a_room_without_members_or_history_still_takes_a_place(new_store: StoreF
 
 
 def test_the_epoch_names_the_stores_lifetime(store: ChatStore) -> None:
-    epoch = store.epoch
+    epoch = store.join("a", "alice", "a1").epoch
     assert isinstance(epoch, str) and epoch
-    store.join("a", "alice", "a1")
     store.append_message("a", "alice", "hi", "ts")
-    assert store.epoch == epoch
+    assert store.join("b", "bob", "b1").epoch == epoch
 
 
 def test_ping_heartbeat_and_reaping_are_quiet_when_all_is_well(store: ChatStore) -> None:
@@ -319,7 +318,10 @@ def test_instances_share_users_sessions_rooms_and_the_epoch(
     new_redis_store: StoreFactory,
 ) -> None:
     one, two = new_redis_store(), new_redis_store()
-    assert one.epoch == two.epoch
+    epochs = {one.join("r", "alice", "a1").epoch, two.join("r", "bob", "b1").epoch}
+    assert len(epochs) == 1
+    one.leave("r", "alice", "a1")
+    two.leave("r", "bob", "b1")
     assert one.instance_id != two.instance_id
     assert one.add_user("Alice", "h")
     assert not two.add_user("alice", "h2")
@@ -409,14 +411,14 @@ def test_the_epoch_changes_when_the_redis_data_is_wiped(
     new_redis_store: StoreFactory, redis_server: RedisServer
 ) -> None:
     before = new_redis_store()
-    assert new_redis_store().epoch == before.epoch
-    before.join("a", "alice", "a1")
+    epoch = before.join("a", "alice", "a1").epoch
+    assert new_redis_store().join("a", "bob", "b1").epoch == epoch
     before.append_message("a", "alice", "hi", "ts")
     redis_server.client().flushdb()
-    after = new_redis_store()
-    assert after.epoch != before.epoch
+    after = new_redis_store().join("z", "zed", "z1").epoch
+    assert after != epoch
     joined = before.join("a", "alice", "a1")  # a process that outlived the wipe follows
-    assert before.epoch == after.epoch
+    assert joined.epoch == after
     assert (joined.history, joined.added) == ([], True)
     assert before.append_message("a", "alice", "again", "ts").id == 1
 

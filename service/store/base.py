@@ -24,6 +24,9 @@ class JoinResult:
     members: list[str]
     history: list[Message]
     added: bool  # the connection was not in the room before
+    # The store's lifetime id, read with this join: when it changes, message ids started again
+    # from 1 (the store started afresh), so a client resets instead of deduplicating.
+    epoch: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,6 @@ class JoinCancelled(RuntimeError):
 
 class ChatStore(Protocol):
     name: str
-    epoch: str  # changes when the store starts afresh: message ids restart then
 
     # users (keys are case-folded: "Alice" and "alice" are one account)
     def add_user(self, username: str, password_hash: str) -> bool: ...

@@ -40,7 +40,7 @@ class MemoryStore:
     def __init__(self, history_limit: int = 100, max_rooms: int = 1000) -> None:
         self.history_limit = history_limit
         self.max_rooms = max_rooms
-        self.epoch = uuid.uuid4().hex[:12]
+        self._epoch = uuid.uuid4().hex[:12]
         self._lock = threading.RLock()
         self._users: dict[str, tuple[str, str]] = {}  # folded -> (username, hash)
         self._sessions: dict[str, tuple[str, float]] = {}  # token -> (username, expiry)
@@ -120,7 +120,7 @@ class MemoryStore:
             sids = state.connections.setdefault(user, set())
             added = sid not in sids
             sids.add(sid)
-            return JoinResult(state.members(), list(state.history), added)
+            return JoinResult(state.members(), list(state.history), added, self._epoch)
 
     def leave(self, room: str, user: str, sid: str) -> LeaveResult:
         with self._lock:

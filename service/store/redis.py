@@ -350,14 +350,6 @@ class RedisStore:
         self._cancel_join = register(_CANCEL_JOIN)
         self._create_session = register(_CREATE_SESSION)
         self._delete_session = register(_DELETE_SESSION)
-        # The epoch is Redis's: the first process sets it, the others read it; a join reads it
-        # again, so a process that outlives a wiped Redis reports the new one.
-        self.epoch = ""
-        try:
-            self._redis.set(prefix + "epoch", secrets.token_hex(6), nx=True)
-            self.epoch = str(self._redis.get(prefix + "epoch"))
-        except (redis.ConnectionError, redis.TimeoutError):
-            pass  # not reachable yet: /readyz says so, and the first join sets the epoch
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -408,12 +400,13 @@ class RedisStore:
                 attempt,
             ]
         )
-        self.epoch = str(reply[0])
         if reply[1] == -1:
             raise RoomLimitReached
         if reply[1] == -2:
             raise JoinCancelled(attempt)
-        return JoinResult(sorted(reply[2]), [_message(m) for m in reply[3]], reply[1] == 1)
+        return JoinResult(
+            sorted(reply[2]), [_message(m) for m in reply[3]], reply[1] == 1, str(reply[0])
+        )
 
     def leave(self, room: str, user: str, sid: str) -> LeaveResult:
         removed, members, reaped = self._leave(

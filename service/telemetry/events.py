@@ -9,17 +9,23 @@ and one sent over HTTP are observed the same way.
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterable
 from typing import Any, Final
 
-from service.telemetry.logging import get_logger
+from service.telemetry.logging import LineBudget, get_logger
 from service.telemetry.metrics import (
-    DISCONNECT_REASONS,
-    REJECTION_REASONS,
-    REQUEST_REJECTION_REASONS,
+    UNMATCHED_ROUTE,
     ChatMetrics,
+    ConnectRejection,
+    DisconnectReason,
+    LeaveReason,
+    LiveState,
+    LoginResult,
+    Source,
     bounded_method,
     http_event,
+    rejection_label,
+    request_rejection_label,
 )
 
 INFO: Final = "info"
@@ -49,6 +55,12 @@ LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 }
 
 _LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
+_FIELDS: Final = {event: frozenset(fields) for event, (_, fields) in LOG_EVENTS.items()}
+
+
+class UncataloguedField(ValueError):
+    """A log line with a field `LOG_EVENTS` does not list (raised with `strict` telemetry)."""
+
 
 # Refusals that anyone can cause without an account (malformed packets, bad requests) are all
 # counted, but at most this many `request_rejected` lines a second are written, so a flood
@@ -57,46 +69,46 @@ REJECTION_LINES_PER_SECOND: Final = 20
 LOGGED_PATH_LIMIT: Final = 200  # characters of a refused request's path kept in its line
 
 
-class LineBudget:
-    """At most `per_second` lines in any one-second window (a fixed window, cheap to check)."""
-
-    def __init__(self, per_second: int) -> None:
-        self.per_second = per_second
-        self._window = 0
-        self._used = 0
-
-    def take(self) -> bool:
-        window = int(time.monotonic())
-        if window != self._window:
-            self._window, self._used = window, 0
-        self._used += 1
-        return self._used <= self.per_second
-
-
-def disconnect_reason(reason: object) -> str:
-    """python-socketio's reason ("client disconnect") as a bounded label value."""
-    value = str(reason or "other").strip().lower().replace(" ", "_")
-    return value if value in DISCONNECT_REASONS else "other"
-
-
 class Telemetry:
     """The one place where the service's events are logged and counted."""
 
-    def __init__(self, metrics: ChatMetrics, log_message_text: bool = True) -> None:
+    def __init__(
+        self, metrics: ChatMetrics, log_message_text: bool = True, strict: bool = False
+    ) -> None:
+        """`strict` (`CHAT_STRICT_LOGS`, on in the tests): a line whose fields are not all in
+        `LOG_EVENTS` raises instead of being written, so the catalogue stays the one truth."""
         self.metrics = metrics
         self.log_message_text = log_message_text
+        self.strict = strict
         self.log = get_logger("chat")
         self._rejection_lines = LineBudget(REJECTION_LINES_PER_SECOND)
 
-    def _write(self, event: str, **fields: Any) -> None:
+    def attach(
+        self,
+        state: LiveState,
+        *,
+        version: str,
+        async_mode: str,
+        store: str,
+        http_routes: Iterable[tuple[str, str]],
+    ) -> None:
+        """Wire the metrics to the app, once: the gauges read `state` at scrape time, the build
+        is labelled, and every HTTP route has its latency series."""
+        self.metrics.observe_state(state)
+        self.metrics.build_info.labels(version, async_mode, store).set(1)
+        self.metrics.precreate_http_routes(http_routes)
+
+    def _write(self, event: str, exc_info: bool = False, **fields: Any) -> None:
         level, _ = LOG_EVENTS[event]
-        self.log.log(_LEVELS[level], event, **fields)
+        if self.strict and not fields.keys() <= _FIELDS[event]:
+            unknown = sorted(fields.keys() - _FIELDS[event])
+            raise UncataloguedField(f"{event}: {', '.join(unknown)} not in LOG_EVENTS")
+        self.log.log(_LEVELS[level], event, exc_info=exc_info, **fields)
 
     # -- process ---------------------------------------------------------------------------
     def service_started(
         self, host: str, port: int, async_mode: str, store: str, message_queue: str, version: str
     ) -> None:
-        self.metrics.build_info.labels(version, async_mode, store).set(1)
         self._write(
             "service_started",
             host=host,
@@ -118,7 +130,8 @@ class Telemetry:
         )
 
     def unhandled_error(self, where: str) -> None:
-        self.log.exception("unhandled_error", where=where)
+        """Call inside `except`: the traceback rides along in the line's `exception`."""
+        self._write("unhandled_error", exc_info=True, where=where)
 
     # -- accounts --------------------------------------------------------------------------
     def user_registered(self, user: str) -> None:
@@ -129,11 +142,12 @@ class Telemetry:
         self._write("registration_failed", user=user, remote_addr=remote_addr, reason=reason)
 
     def login_succeeded(self, user: str, remote_addr: str) -> None:
-        self.metrics.logins_total.labels("success").inc()
+        self.metrics.logins_total.labels(LoginResult.SUCCESS).inc()
         self._write("login_succeeded", user=user, remote_addr=remote_addr)
 
     def login_failed(self, user: str | None, remote_addr: str, reason: str) -> None:
-        result = "rate_limited" if reason == "rate_limited" else "failure"
+        limited = reason == LoginResult.RATE_LIMITED
+        result = LoginResult.RATE_LIMITED if limited else LoginResult.FAILURE
         self.metrics.logins_total.labels(result).inc()
         self._write("login_failed", user=user, remote_addr=remote_addr, reason=reason)
 
@@ -146,7 +160,9 @@ class Telemetry:
         self.metrics.connects_total.inc()
         self._write("client_connected", user=user, sid=sid, transport=transport)
 
-    def client_disconnected(self, user: str, sid: str, reason: str, duration_s: float) -> None:
+    def client_disconnected(
+        self, user: str, sid: str, reason: DisconnectReason, duration_s: float
+    ) -> None:
         self.metrics.disconnects_total.labels(reason).inc()
         self._write(
             "client_disconnected",
@@ -156,7 +172,7 @@ class Telemetry:
             duration_s=round(duration_s, 3),
         )
 
-    def connect_rejected(self, remote_addr: str, reason: str) -> None:
+    def connect_rejected(self, remote_addr: str, reason: ConnectRejection) -> None:
         self.metrics.connect_rejections_total.labels(reason).inc()
         self._write("connect_rejected", remote_addr=remote_addr, reason=reason)
 
@@ -168,7 +184,7 @@ class Telemetry:
         self._write("room_joined", user=user, room=room, sid=sid, members=members)
 
     def room_left(
-        self, user: str, room: str, sid: str, members: int, reason: str, emptied: bool
+        self, user: str, room: str, sid: str, members: int, reason: LeaveReason, emptied: bool
     ) -> None:
         """`emptied`: nobody is left here, so the room's series go and free its label."""
         self.metrics.room_leaves_total.labels(self.metrics.rooms.label(room), reason).inc()
@@ -176,7 +192,9 @@ class Telemetry:
             self.metrics.forget_room(room)
         self._write("room_left", user=user, room=room, sid=sid, members=members, reason=reason)
 
-    def message_sent(self, user: str, room: str, message_id: int, source: str, text: str) -> None:
+    def message_sent(
+        self, user: str, room: str, message_id: int, source: Source, text: str
+    ) -> None:
         size = len(text.encode("utf-8"))
         self.metrics.messages_total.labels(self.metrics.rooms.label(room), source).inc()
         self.metrics.message_size_bytes.labels(source).observe(size)
@@ -192,10 +210,9 @@ class Telemetry:
         self._write("message_sent", **fields)
 
     def message_rejected(
-        self, user: str | None, room: str | None, source: str, reason: str
+        self, user: str | None, room: str | None, source: Source, reason: str
     ) -> None:
-        label = reason if reason in REJECTION_REASONS else "invalid_payload"
-        self.metrics.messages_rejected_total.labels(source, label).inc()
+        self.metrics.messages_rejected_total.labels(source, rejection_label(reason)).inc()
         self._write("message_rejected", user=user, room=room, source=source, reason=reason)
 
     def event_rejected(
@@ -203,8 +220,7 @@ class Telemetry:
     ) -> None:
         """A refused `join`, `leave`, `typing` or reserved event name (refused messages are
         `message_rejected`); counted with them, as the socket door's refusals."""
-        label = reason if reason in REJECTION_REASONS else "invalid_payload"
-        self.metrics.messages_rejected_total.labels("socket", label).inc()
+        self.metrics.messages_rejected_total.labels(Source.SOCKET, rejection_label(reason)).inc()
         self._write(
             "event_rejected", user=user, sid=sid, socket_event=event, room=room, reason=reason
         )
@@ -212,9 +228,8 @@ class Telemetry:
     # -- HTTP ------------------------------------------------------------------------------
     def request_rejected(self, method: str, path: str, remote_addr: str, reason: str) -> None:
         """A request or packet refused before any route or event handler saw it."""
-        label = reason if reason in REQUEST_REJECTION_REASONS else "other"
-        self.metrics.requests_rejected_total.labels(label).inc()
-        if self._rejection_lines.take():
+        self.metrics.requests_rejected_total.labels(request_rejection_label(reason)).inc()
+        if self._rejection_lines.take() is not None:
             self._write(
                 "request_rejected",
                 method=method,
@@ -234,7 +249,7 @@ class Telemetry:
     ) -> None:
         method_label = bounded_method(method)
         self.metrics.http_requests_total.labels(method_label, route, str(status)).inc()
-        if route != "unmatched":
+        if route != UNMATCHED_ROUTE:
             self.metrics.event_duration_seconds.labels(http_event(method_label, route)).observe(
                 duration_s
             )

@@ -82,6 +82,28 @@ def add_dropped_lines(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+class LineBudget:
+    """At most `per_second` lines in any one-second window (a fixed window, cheap to check)."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._window = 0
+        self._used = 0
+        self._dropped = 0
+
+    def take(self) -> int | None:
+        """None when this line is over the budget; else how many were refused before it."""
+        window = int(time.monotonic())
+        if window != self._window:
+            self._window, self._used = window, 0
+        if self._used >= self.per_second:
+            self._dropped += 1
+            return None
+        self._used += 1
+        dropped, self._dropped = self._dropped, 0
+        return dropped
+
+
 class LibraryLineBudget(logging.Filter):
     """At most `per_second` records a second from each library; the service's own pass.
 
@@ -92,22 +114,20 @@ class LibraryLineBudget(logging.Filter):
     def __init__(self, per_second: int = LIBRARY_LINES_PER_SECOND) -> None:
         super().__init__()
         self.per_second = per_second
-        self._windows: dict[str, tuple[int, int, int]] = {}  # library: (second, used, dropped)
+        self._budgets: dict[str, LineBudget] = {}  # by library
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         library = record.name.split(".", 1)[0]
         if library == SERVICE_LOGGER:
             return True
-        second = int(time.monotonic())
         with self._lock:
-            window, used, dropped = self._windows.get(library, (second, 0, 0))
-            if window != second:
-                window, used = second, 0
-            if used >= self.per_second:
-                self._windows[library] = (window, used, dropped + 1)
-                return False
-            self._windows[library] = (window, used + 1, 0)
+            budget = self._budgets.get(library)
+            if budget is None:
+                budget = self._budgets[library] = LineBudget(self.per_second)
+            dropped = budget.take()
+        if dropped is None:
+            return False
         if dropped:
             record.chat_dropped_lines = dropped
         return True

@@ -3,8 +3,9 @@
 Naming rule (Prometheus conventions): prefix `chat_`, base units (`_seconds`, `_bytes`),
 counters end in `_total` (prometheus-client adds it), gauges name a current amount.
 
-No label ever takes an unbounded value: never a user, sid or message id. Bounded labels have
-an Enum-like tuple of known values, all pre-created so every series exists at 0 from start-up.
+No label ever takes an unbounded value: never a user, sid or message id. Each bounded label has
+an enum of its values, all pre-created so every series exists at 0 from start-up, and a value
+from outside (a library's reason, an error code) becomes one through a bounding helper here.
 `room` is bounded by `CHAT_METRICS_MAX_ROOMS`: the first rooms to become active get their own
 label, later ones share `room="_other"` (as Synapse does with its `other` bucket), and a room's
 series are removed when it empties, freeing its place. Gauges are read from the live state at
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final
+from enum import StrEnum
+from typing import Final, Protocol, TypeVar
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -37,51 +39,129 @@ from prometheus_client.registry import Collector
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OTHER_ROOM: Final = "_other"
+UNMATCHED_ROUTE: Final = "unmatched"  # the `route` of a request no URL rule matched
 
-LOGIN_RESULTS: Final = ("success", "failure", "rate_limited")
-SOURCES: Final = ("socket", "http")
-LEAVE_REASONS: Final = ("leave", "disconnect")
-DISCONNECT_REASONS: Final = (
-    "client_disconnect",
-    "server_disconnect",
-    "ping_timeout",
-    "transport_close",
-    "transport_error",
-    "other",
-)
-CONNECT_REJECTION_REASONS: Final = ("unauthorized", "too_many_connections")
-REJECTION_REASONS: Final = (
-    "invalid_payload",
-    "invalid_room",
-    "empty_message",
-    "message_too_long",
-    "not_in_room",
-    "rate_limited",
-    "room_limit_reached",
-    "unauthorized",
-)
-# Requests and packets refused before they reach a route or an event handler (CSRF, body type,
-# malformed or oversized Engine.IO/Socket.IO traffic, idle connections, /metrics without its
-# token). Any other reason counts as "other".
-REQUEST_REJECTION_REASONS: Final = (
-    "csrf_failed",
-    "unsupported_media_type",
-    "invalid_payload",
-    "invalid_packet",
-    "binary_attachment",
-    "payload_too_large",
-    "idle_timeout",
-    "unauthorized",
-    "other",
-)
-SOCKET_EVENTS: Final = ("connect", "disconnect", "join", "leave", "message", "typing")
+
+# Each bounded label has an enum of its values (all pre-created at start-up, so every series
+# exists at 0). Members are strings: they are the label values themselves.
+class LoginResult(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RATE_LIMITED = "rate_limited"
+
+
+class Source(StrEnum):
+    """The door a message came through."""
+
+    SOCKET = "socket"
+    HTTP = "http"
+
+
+class LeaveReason(StrEnum):
+    LEAVE = "leave"
+    DISCONNECT = "disconnect"
+
+
+class DisconnectReason(StrEnum):
+    CLIENT_DISCONNECT = "client_disconnect"
+    SERVER_DISCONNECT = "server_disconnect"
+    PING_TIMEOUT = "ping_timeout"
+    TRANSPORT_CLOSE = "transport_close"
+    TRANSPORT_ERROR = "transport_error"
+    OTHER = "other"
+
+
+class ConnectRejection(StrEnum):
+    UNAUTHORIZED = "unauthorized"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+
+
+class Rejection(StrEnum):
+    """Why a message or another socket event was refused: the contract's error code."""
+
+    INVALID_PAYLOAD = "invalid_payload"
+    INVALID_ROOM = "invalid_room"
+    EMPTY_MESSAGE = "empty_message"
+    MESSAGE_TOO_LONG = "message_too_long"
+    NOT_IN_ROOM = "not_in_room"
+    RATE_LIMITED = "rate_limited"
+    ROOM_LIMIT_REACHED = "room_limit_reached"
+    UNAUTHORIZED = "unauthorized"
+    INTERNAL_ERROR = "internal_error"
+
+
+class RequestRejection(StrEnum):
+    """Why a request or packet was refused before it reached a route or an event handler."""
+
+    CSRF_FAILED = "csrf_failed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_PAYLOAD = "invalid_payload"
+    INVALID_PACKET = "invalid_packet"
+    BINARY_ATTACHMENT = "binary_attachment"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    IDLE_TIMEOUT = "idle_timeout"
+    UNAUTHORIZED = "unauthorized"
+    OTHER = "other"
+
+
+class SocketEvent(StrEnum):
+    CONNECT = "connect"
+    DISCONNECT = "disconnect"
+    JOIN = "join"
+    LEAVE = "leave"
+    MESSAGE = "message"
+    TYPING = "typing"
+
+
+E = TypeVar("E", bound=StrEnum)
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-UNMATCHED_ROUTE: Final = "unmatched"
+
+
+# -- turning a value from outside into a bounded label ---------------------------------------
+def bounded(kind: type[E], value: str, fallback: E) -> E:
+    """`value` as a member of the label's enum, or `fallback` when it is none of them."""
+    try:
+        return kind(value)
+    except ValueError:
+        return fallback
+
+
+def disconnect_reason(reason: object) -> DisconnectReason:
+    """python-socketio's reason ("client disconnect") as a bounded label value."""
+    value = str(reason or "other").strip().lower().replace(" ", "_")
+    return bounded(DisconnectReason, value, DisconnectReason.OTHER)
+
+
+def rejection_label(reason: str) -> Rejection:
+    return bounded(Rejection, reason, Rejection.INVALID_PAYLOAD)
+
+
+def request_rejection_label(reason: str) -> RequestRejection:
+    return bounded(RequestRejection, reason, RequestRejection.OTHER)
+
+
+def bounded_method(method: str) -> str:
+    return method if method in HTTP_METHODS else "other"
+
+
+def http_event(method: str, route: str) -> str:
+    """The `event` label of an HTTP route: "POST /send"."""
+    return f"{method} {route}"
+
 
 EVENT_DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 MESSAGE_SIZE_BUCKETS: Final = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+class LiveState(Protocol):
+    """What the gauges read at scrape time: this process's connections and their rooms."""
+
+    def count(self) -> int: ...
+    def users_online(self) -> int: ...
+    def active_rooms(self) -> int: ...
+    def room_member_counts(self) -> Mapping[str, int]: ...
 
 
 class RoomLabels:
@@ -223,19 +303,19 @@ class ChatMetrics:
         self._precreate()
 
     def _precreate(self) -> None:
-        for result in LOGIN_RESULTS:
+        for result in LoginResult:
             self.logins_total.labels(result)
-        for reason in DISCONNECT_REASONS:
+        for reason in DisconnectReason:
             self.disconnects_total.labels(reason)
-        for reason in CONNECT_REJECTION_REASONS:
-            self.connect_rejections_total.labels(reason)
-        for source in SOURCES:
+        for refusal in ConnectRejection:
+            self.connect_rejections_total.labels(refusal)
+        for source in Source:
             self.message_size_bytes.labels(source)
-            for reason in REJECTION_REASONS:
-                self.messages_rejected_total.labels(source, reason)
-        for reason in REQUEST_REJECTION_REASONS:
-            self.requests_rejected_total.labels(reason)
-        for event in SOCKET_EVENTS:
+            for rejection in Rejection:
+                self.messages_rejected_total.labels(source, rejection)
+        for request_rejection in RequestRejection:
+            self.requests_rejected_total.labels(request_rejection)
+        for event in SocketEvent:
             self.event_duration_seconds.labels(event)
 
     def precreate_http_routes(self, routes: Iterable[tuple[str, str]]) -> None:
@@ -243,20 +323,14 @@ class ChatMetrics:
         for method, route in routes:
             self.event_duration_seconds.labels(http_event(method, route))
 
-    def observe_state(
-        self,
-        connections: Callable[[], int],
-        users_online: Callable[[], int],
-        active_rooms: Callable[[], int],
-        room_member_counts: Callable[[], Mapping[str, int]],
-    ) -> None:
+    def observe_state(self, state: LiveState) -> None:
         """Read the gauges from the live state at scrape time."""
-        self.connections.set_function(connections)
-        self.users_online.set_function(users_online)
-        self.rooms_gauge.set_function(active_rooms)
+        self.connections.set_function(state.count)
+        self.users_online.set_function(state.users_online)
+        self.rooms_gauge.set_function(state.active_rooms)
         if self._room_members_collector is not None:
             self.registry.unregister(self._room_members_collector)
-        self._room_members_collector = RoomMembersCollector(self.rooms, room_member_counts)
+        self._room_members_collector = RoomMembersCollector(self.rooms, state.room_member_counts)
         self.registry.register(self._room_members_collector)
 
     def forget_room(self, room: str) -> None:
@@ -265,8 +339,8 @@ class ChatMetrics:
             return
         for counter, other_labels in (
             (self.room_joins_total, ()),
-            (self.room_leaves_total, LEAVE_REASONS),
-            (self.messages_total, SOURCES),
+            (self.room_leaves_total, tuple(LeaveReason)),
+            (self.messages_total, tuple(Source)),
         ):
             if not other_labels:
                 _remove_quietly(counter, room)
@@ -277,12 +351,3 @@ class ChatMetrics:
 def _remove_quietly(metric: Counter, *labels: str) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
-
-
-def http_event(method: str, route: str) -> str:
-    """The `event` label of an HTTP route: "POST /send"."""
-    return f"{method} {route}"
-
-
-def bounded_method(method: str) -> str:
-    return method if method in HTTP_METHODS else "other"
