@@ -1,0 +1,59 @@
+"""Telemetry on its own: the log catalogue is enforced, and `attach` wires the metrics once."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from service.connections import Connection, ConnectionRegistry
+from service.telemetry.events import Telemetry, UncataloguedField
+from service.telemetry.metrics import ChatMetrics, Source, disconnect_reason, rejection_label
+
+
+def test_strict_telemetry_refuses_a_field_the_catalogue_does_not_list() -> None:
+    strict = Telemetry(ChatMetrics(10), strict=True)
+    with capture_logs() as logs, pytest.raises(UncataloguedField, match="logout: extra"):
+        strict._write("logout", user="alice", extra="not in LOG_EVENTS")
+    assert logs == []
+    with capture_logs() as logs:
+        Telemetry(ChatMetrics(10))._write("logout", user="alice", extra="written anyway")
+    assert [e["extra"] for e in logs] == ["written anyway"]
+
+
+def test_every_event_method_writes_only_catalogued_fields() -> None:
+    telemetry = Telemetry(ChatMetrics(10), strict=True)
+    with capture_logs() as logs:
+        telemetry.message_sent("alice", "lobby", 1, Source.SOCKET, "hi")
+        telemetry.request_rejected("GET", "/metrics", "127.0.0.1", "unauthorized")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            telemetry.unhandled_error("a test")
+    assert [e["event"] for e in logs] == ["message_sent", "request_rejected", "unhandled_error"]
+    assert logs[-1]["exc_info"] is True and logs[-1]["where"] == "a test"
+
+
+def test_attach_wires_the_gauges_to_the_live_state_and_labels_the_build() -> None:
+    metrics = ChatMetrics(10)
+    connections = ConnectionRegistry()
+    Telemetry(metrics).attach(
+        connections,
+        version="1.2.3",
+        async_mode="threading",
+        store="memory",
+        http_routes=[("GET", "/rooms")],
+    )
+    connections.add(Connection("sid1", "alice", "token"))
+    sample = metrics.registry.get_sample_value
+    assert sample("chat_connections") == 1
+    assert sample("chat_users_online") == 1
+    build = {"version": "1.2.3", "async_mode": "threading", "store": "memory"}
+    assert sample("chat_build_info", build) == 1
+    assert sample("chat_event_duration_seconds_count", {"event": "GET /rooms"}) == 0
+
+
+def test_values_from_outside_become_bounded_labels() -> None:
+    assert disconnect_reason("client disconnect") == "client_disconnect"
+    assert disconnect_reason("something new") == "other"
+    assert rejection_label("room_limit_reached") == "room_limit_reached"
+    assert rejection_label("csrf_failed") == "invalid_payload"
