@@ -180,12 +180,17 @@ def configure_logging(
         shared.append(escape_control_characters)
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
 
+    # The service's own events take structlog's native path: its processors render the line
+    # and one writer puts it on the stream, with no standard-library record, handler or
+    # formatter on the way (a quarter of the cost per line). Library records reach the same
+    # processors and stream through the handler below, so every line has one shape.
+    writer = structlog.WriteLogger(stream)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, put_common_keys_first, renderer],
+        logger_factory=lambda *_: writer,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # Not cached: structlog.testing.capture_logs must see every event in tests, and the
-        # cost is one dictionary lookup per line.
+        # cost is a few microseconds per line.
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
