@@ -1,11 +1,16 @@
-"""The README's log and metric tables agree with the contract, the code and a live server.
+"""The contract's and the README's tables agree with each other, the code and a live server.
 
-The contract (`../shared/CONTRACT.md`, beside the clone) fixes what log pipelines and dashboards
-are built against; the README documents it for operators. The README may add events and metrics
-(and fields to an event) but never drops, retypes or relabels what the contract promises. Every
-README row must then be true of the running service: each metric is exported with that type and
-those labels, every exported `chat_` metric is documented, and each log event is one the code
-knows (`service.telemetry.events.LOG_EVENTS`), written with exactly those fields.
+The contract (`CONTRACT.md`, at the top of the repository) fixes what clients, log pipelines
+and dashboards are built against; the README documents it for operators. The README may add
+events and metrics (and fields to an event) but never drops, retypes or relabels what the
+contract promises. Every README row must then be true of the running service: each metric is
+exported with that type and those labels, every exported `chat_` metric is documented, and each
+log event is one the code knows (`service.telemetry.events.LOG_EVENTS`), written with exactly
+those fields. The contract's own rows are checked against the code and a live server directly
+too (each of its log events is in `LOG_EVENTS` with its level and fields, each of its metrics
+is exported with its type and labels, each of its error codes is in `service.errors.STATUS`
+with its status), so a broken promise is named as such. Nothing here reads outside the
+repository: `tests/test_clone.py` runs this file in a bare clone.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ import socketio
 from chatserver import ChatServer, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.errors import STATUS
 from service.telemetry.events import LOG_EVENTS
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
-CONTRACT = REPO.parent / "shared" / "CONTRACT.md"
+CONTRACT = REPO / "CONTRACT.md"
 COMMON_FIELDS = {"timestamp", "level", "event"}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -79,7 +85,7 @@ def readme() -> str:
 
 @pytest.fixture(scope="module")
 def contract() -> str:
-    assert CONTRACT.is_file(), f"the contract is expected beside the clone at {CONTRACT}"
+    assert CONTRACT.is_file(), f"the contract is missing: {CONTRACT}"
     return CONTRACT.read_text(encoding="utf-8")
 
 
@@ -123,7 +129,25 @@ def test_readme_log_table_is_what_the_code_logs(readme: str) -> None:
         )
 
 
-# -- README against a live server ----------------------------------------------------------------
+# -- the contract against the code ---------------------------------------------------------------
+def test_contract_log_events_are_what_the_code_logs(contract: str) -> None:
+    for name, promised in table(contract, "## Log events").items():
+        assert name in LOG_EVENTS, f"the contract promises {name}, LOG_EVENTS lacks it"
+        level, fields = LOG_EVENTS[name]
+        assert promised.kind == level, f"{name}: contract {promised.kind}, code {level}"
+        missing = promised.names - set(fields)
+        assert not missing, f"{name}: the code drops the contract's fields {sorted(missing)}"
+
+
+def test_contract_error_codes_are_the_codes_the_service_sends(contract: str) -> None:
+    for code, promised in table(contract, "### Error codes").items():
+        assert code in STATUS, f"the contract promises {code}, service.errors.STATUS lacks it"
+        assert promised.kind == str(STATUS[code]), (
+            f"{code}: contract says {promised.kind}, the service answers {STATUS[code]}"
+        )
+
+
+# -- the README and the contract against a live server -------------------------------------------
 def exported(server: ChatServer) -> dict[str, tuple[str, frozenset[str]]]:
     """Exported metric name (as Prometheus stores it) -> (type, label names)."""
     text = requests.get(server.url + "/metrics", timeout=5).text
@@ -145,11 +169,16 @@ def fill_every_series(server: ChatServer) -> None:
     assert bea_socket.request("leave", {"room": "docs"})["ok"]
 
 
-def test_readme_metrics_are_what_a_live_server_exports(
-    readme: str, chat_server: ChatServer
-) -> None:
+@pytest.fixture(scope="module")
+def live(chat_server: ChatServer) -> dict[str, tuple[str, frozenset[str]]]:
+    """What the module's server exports once every lazily created series exists."""
     fill_every_series(chat_server)
-    live = exported(chat_server)
+    return exported(chat_server)
+
+
+def test_readme_metrics_are_what_a_live_server_exports(
+    readme: str, live: dict[str, tuple[str, frozenset[str]]]
+) -> None:
     documented = table(readme, "## Metrics")
     for name, row in documented.items():
         assert name in live, f"README documents {name}, the server does not export it"
@@ -158,6 +187,18 @@ def test_readme_metrics_are_what_a_live_server_exports(
         assert labels == row.names, f"{name}: server labels {sorted(labels)}, README {row.names}"
     undocumented = {name for name in live if name.startswith("chat_")} - set(documented)
     assert not undocumented, f"exported but not in the README: {sorted(undocumented)}"
+
+
+def test_contract_metrics_are_what_a_live_server_exports(
+    contract: str, live: dict[str, tuple[str, frozenset[str]]]
+) -> None:
+    for name, promised in table(contract, "## Metrics").items():
+        assert name in live, f"the contract promises {name}, the server does not export it"
+        kind, labels = live[name]
+        assert promised.kind == kind, f"{name}: contract says {promised.kind}, server a {kind}"
+        assert labels == promised.names, (
+            f"{name}: server labels {sorted(labels)}, contract {sorted(promised.names)}"
+        )
 
 
 def test_a_live_server_writes_the_documented_fields(
