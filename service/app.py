@@ -22,6 +22,7 @@ from service.extension import EXTENSION_KEY, ChatParts
 from service.http import install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
+from service.queue import PooledRedisManager
 from service.ratelimit import RateLimiter
 from service.readiness import Readiness
 from service.security import IgnoreForwardedHeaders
@@ -103,10 +104,11 @@ def flask_config(settings: Settings, telemetry: Telemetry) -> dict[str, Any]:
 
 
 def socketio_for(app: Flask, settings: Settings, telemetry: Telemetry) -> SocketIO:
+    queue = settings.message_queue
     socketio = SocketIO(
         app,
         async_mode=settings.async_mode,
-        message_queue=settings.message_queue,
+        client_manager=PooledRedisManager(queue) if queue is not None else None,
         cors_allowed_origins=(
             list(settings.cors_allowed_origins) if settings.cors_allowed_origins else None
         ),

@@ -19,8 +19,10 @@ from functools import lru_cache
 from typing import Protocol
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+
+from service.redispool import blocking_pool
 
 SWEEP_PER_HIT = 2  # idle keys looked at (and dropped when expired) with every hit
 
@@ -82,9 +84,10 @@ class SharedWindows:
     """Moving windows in the shared Redis, through `limits` (one Lua script per hit)."""
 
     def __init__(self, storage_uri: str) -> None:
-        self.strategy = MovingWindowRateLimiter(
-            storage_from_string(storage_uri, key_prefix="chat:limits")
+        storage = RedisStorage(
+            storage_uri, connection_pool=blocking_pool(storage_uri), key_prefix="chat:limits"
         )
+        self.strategy = MovingWindowRateLimiter(storage)
 
     def hit(self, item: RateLimitItem, *keys: str) -> float | None:
         if self.strategy.hit(item, *keys):

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 import socketio
-from chatserver import ChatServer, RecordingClient
+from chatserver import ChatServer, RecordingClient, wait_until
 from redis_support import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -225,3 +225,23 @@ def test_a_killed_process_leaves_its_rooms_within_seconds(pair: Pair) -> None:
     two.wait_for_event("room_left", user="alice", room=room, reason="disconnect")
     time.sleep(1)
     assert len([d for d in bob.got("left") if d["user"] == "alice"]) == 1  # reported once
+
+
+@pytest.mark.parametrize("async_mode", ["eventlet", "gevent"])
+def test_a_burst_of_concurrent_emits_crosses_the_queue_without_an_error(
+    pair: Pair, async_mode: str
+) -> None:
+    """500 messages sent at once, each handled in its own green thread and published to Redis
+    at the same time: the queue's pool waits for a free connection instead of failing."""
+    one, two = pair(async_mode)
+    room, burst = unique("burst"), 500
+    sender = joined_socket(one, one.login(unique("alice")), room)
+    receiver = joined_socket(two, two.login(unique("bob")), room)
+    acks: list[Any] = []
+    for n in range(burst):
+        sender.emit("message", {"room": room, "text": f"m{n}"}, callback=acks.append)
+    wait_until(lambda: len(messages_in(receiver, room)) >= burst and len(acks) == burst, 60)
+    assert sorted(m[0] for m in messages_in(receiver, room)) == list(range(1, burst + 1))
+    assert len(acks) == burst and all(ack["ok"] for ack in acks)
+    for server in (one, two):
+        assert server.logged(level="error") == [], server.logged(level="error")[:3]

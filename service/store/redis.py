@@ -76,6 +76,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from service.clock import utc_now_iso
+from service.redispool import blocking_pool
 from service.store.base import (
     JoinCancelled,
     JoinResult,
@@ -333,12 +334,14 @@ class RedisStore:
         # Timeouts so a vanished Redis fails a request (and /readyz) instead of hanging it;
         # one quick retry on a broken connection (a restarted Redis), none on a timeout, where
         # the command may have run and a message would be stored twice. URL options win.
-        self._redis: redis.Redis = redis.Redis.from_url(
-            uri,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, (redis.ConnectionError,)),
+        self._redis: redis.Redis = redis.Redis(
+            connection_pool=blocking_pool(
+                uri,
+                decode_responses=True,
+                socket_connect_timeout=2,
+                socket_timeout=5,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, (redis.ConnectionError,)),
+            )
         )
         register = self._redis.register_script
         self._join = register(_JOIN)
