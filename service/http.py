@@ -23,6 +23,7 @@ from flask import (
     session,
     url_for,
 )
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as TEXT_FORMAT
 from prometheus_client.exposition import choose_encoder
 from werkzeug.exceptions import HTTPException
 
@@ -201,9 +202,15 @@ def metrics() -> Any:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    registry = telemetry().metrics.registry
-    return Response(encoder(registry), headers={"Content-Type": content_type})
+    metrics = telemetry().metrics
+    accept = request.headers.get("Accept", "")
+    # The text format whenever the scraper takes it (Prometheus lists it after OpenMetrics):
+    # it is rendered by the cached renderer, a third of the time on the event loop. OpenMetrics
+    # only for a client that accepts nothing else.
+    if "text/plain" in accept or "*/*" in accept or "openmetrics" not in accept:
+        return Response(metrics.exposition.render(), headers={"Content-Type": TEXT_FORMAT})
+    encoder, content_type = choose_encoder(accept)
+    return Response(encoder(metrics.registry), headers={"Content-Type": content_type})
 
 
 def bearer_matches(token: str) -> bool:

@@ -57,3 +57,42 @@ def test_values_from_outside_become_bounded_labels() -> None:
     assert disconnect_reason("something new") == "other"
     assert rejection_label("room_limit_reached") == "room_limit_reached"
     assert rejection_label("csrf_failed") == "invalid_payload"
+
+
+def test_the_cached_text_exposition_is_what_prometheus_client_writes() -> None:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from service.telemetry.metrics import LeaveReason
+
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = ChatMetrics(2, registry=registry)
+    connections = ConnectionRegistry()
+    telemetry = Telemetry(metrics)
+    telemetry.attach(
+        connections, version="v", async_mode="threading", store="memory", http_routes=[]
+    )
+    for n, room in enumerate(['a"quoted\\room', "b", "overflow"]):
+        connection = Connection(f"sid{n}", f"user{n}", "token")
+        connections.add(connection)
+        telemetry.room_joined(
+            connection.user, room, connection.sid, 1, connections.enter(connection, room)
+        )
+        telemetry.message_sent(connection.user, room, 1, Source.HTTP, "héllo\nworld")
+        telemetry.socket_event_handled("message", 0.003 * (n + 1))
+
+    def lines(text: bytes) -> list[str]:
+        live = ("python_", "process_")  # the collectors of this very process: always moving
+        return [
+            line for line in text.decode().splitlines() if not any(name in line for name in live)
+        ]
+
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    # a room that empties takes its cached series with it; the next render still agrees
+    connection = connections.get("sid1")
+    assert connection is not None
+    telemetry.room_left(
+        "user1", "b", "sid1", 0, LeaveReason.LEAVE, connections.exit(connection, "b")
+    )
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    assert not [key for key in metrics.exposition._prefixes if "b" in key[1:]]
