@@ -6,6 +6,12 @@ same time and gets the same reply as a wrong password: no user enumeration. Logi
 rate-limited per address and per username (known or not). A session is a random token in the
 signed cookie that points at a server-side record; logout deletes the record, so a copied
 cookie is worthless afterwards.
+
+Registrations are rate-limited per address, and only the attempts that reach the store count:
+a name or password refused on its form alone costs the server nothing and tells nothing, so it
+spends none of the limit, while `username_taken` does (it answers whether a name exists: an
+enumeration probe). Every refusal is one `registration_failed` or `login_failed` line, and
+counted, a body that could not be read included.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (where the Flask session keeps 
 
 
 def credentials_from(payload: object) -> tuple[str, str]:
+    """`payload` is the parsed body, or the refusal of a body that could not be read."""
+    if isinstance(payload, ChatError):
+        raise payload
     if not isinstance(payload, dict):
         raise ChatError("invalid_payload", "expected an object with 'username' and 'password'")
     username, password = payload.get("username"), payload.get("password")
@@ -81,9 +90,6 @@ class Accounts:
         name: str | None = None
         try:
             name, password = credentials_from(payload)
-            retry_after = self.limiter.hit(self.register_limit, "register", remote_addr)
-            if retry_after is not None:
-                raise ChatError("rate_limited", "too many registrations", retry_after)
             if not USERNAME_PATTERN.fullmatch(name):
                 raise ChatError(
                     "invalid_username", "usernames are 3-32 letters, digits, '_', '.' or '-'"
@@ -93,6 +99,10 @@ class Accounts:
                     "weak_password",
                     f"passwords are {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
                 )
+            # Counted from here: what follows asks the store (see the module's docstring).
+            retry_after = self.limiter.hit(self.register_limit, "register", remote_addr)
+            if retry_after is not None:
+                raise ChatError("rate_limited", "too many registrations", retry_after)
             if self.store.user_count() >= self.max_users:
                 raise ChatError("registration_closed", "this server takes no more users")
             if self.store.find_user(name) is not None:

@@ -3,6 +3,9 @@
 Monkey-patching must come before anything imports sockets, threads or Flask, so this module
 imports nothing of the service at the top but the settings (standard library only): `main`
 reads `CHAT_ASYNC_MODE`, patches, then builds the app.
+
+Exit status: 0 after a signal stopped the service, 1 when it failed (one `service_failed`
+line, or for a setting that does not parse one plain line on stderr naming it).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ def main() -> None:
             sys.exit("CHAT_ASYNC_MODE=gevent needs gevent: pip install 'observable-chat[gevent]'")
         monkey.patch_all()
 
-    from service.server import serve
+    from service.server import run
 
     try:
-        serve(mode)
+        status = run(mode)
     except SettingsError as error:
         sys.exit(f"chat-service: {error}")
+    sys.exit(status)

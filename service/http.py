@@ -3,6 +3,12 @@
 Routes parse the body (JSON, or a form carrying its CSRF token), find the logged-in user from
 the server-side session and hand over to `accounts` or `chat`. Every reply to a request is
 observed once, in `after_request`: an `http_request` log line and its metrics.
+
+Every refusal is also one event with its count, whatever refused it: on `/register`,
+`/login` and `/send` the route's own (`registration_failed`, `login_failed`,
+`message_rejected`), a body that cannot be read included; anywhere else, and before any route
+(CSRF, body type, size), `request_rejected`. A path or method that does not exist is no
+refusal: its `http_request` line (route `unmatched`) says it.
 """
 
 from __future__ import annotations
@@ -25,17 +31,20 @@ from flask import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as TEXT_FORMAT
 from prometheus_client.exposition import choose_encoder
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from service.accounts import MIN_PASSWORD_LENGTH, SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.errors import ChatError, code_for_status
 from service.extension import parts_of
-from service.security import add_security_headers, check_request_origin, csrf_token
+from service.security import FORM_TYPES, add_security_headers, check_request_origin, csrf_token
 from service.telemetry.events import Telemetry
 from service.telemetry.metrics import UNMATCHED_ROUTE, RequestRejection, Source
 
 bp = Blueprint("chat", __name__)
+
+# Routes whose refusals the domain observes as their own events (the rest: `request_rejected`).
+ROUTES_WITH_REFUSAL_EVENTS = frozenset({"chat.register", "chat.login", "chat.send"})
 
 
 def accounts() -> Accounts:
@@ -57,14 +66,34 @@ def payload() -> object:
             body = request.get_json(silent=True)
         except RecursionError:  # nested deeper than the parser recurses: not a chat payload
             body = None
+        except RequestEntityTooLarge:
+            raise ChatError("payload_too_large", "the body is too large") from None
+        except HTTPException:
+            body = None
         if body is None:
             raise ChatError("invalid_payload", "the body is not valid JSON")
         return body
     return request.form.to_dict()
 
 
+def payload_or_refusal() -> object:
+    """The body, or the refusal of a body that cannot be read, for the domain to refuse (and
+    observe) like any other payload that is not the documented shape."""
+    try:
+        return payload()
+    except ChatError as refusal:
+        return refusal
+
+
 def is_form() -> bool:
-    return not request.is_json
+    """A form post (the pages without JavaScript): answered with a redirect, not JSON."""
+    return request.mimetype in FORM_TYPES
+
+
+def has_body() -> bool:
+    """The request carries a body (a length above 0, or one sent in chunks)."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return chunked or bool(request.content_length)
 
 
 def remote_addr() -> str:
@@ -107,7 +136,7 @@ def login_page() -> Any:
 # -- accounts ---------------------------------------------------------------------------------
 @bp.post("/register")
 def register() -> Any:
-    username = accounts().register(payload(), remote_addr())
+    username = accounts().register(payload_or_refusal(), remote_addr())
     if is_form():
         return redirect(url_for("chat.login_page"), 303)
     return jsonify(username=username), 201
@@ -115,7 +144,7 @@ def register() -> Any:
 
 @bp.post("/login")
 def login() -> Any:
-    username, token = accounts().login(payload(), remote_addr())
+    username, token = accounts().login(payload_or_refusal(), remote_addr())
     session.clear()  # a fresh session: no fixation, a new CSRF token
     session[SESSION_TOKEN_KEY] = token
     session.permanent = True
@@ -144,7 +173,11 @@ def send() -> Any:
     if user is None:
         telemetry().message_rejected(None, None, Source.HTTP, "unauthorized")
         raise ChatError("unauthorized", "log in first")
-    message = chat().post_message(user, payload(), Source.HTTP)
+    body = payload_or_refusal()
+    if isinstance(body, ChatError):
+        telemetry().message_rejected(user, None, Source.HTTP, body.code)
+        raise body
+    message = chat().post_message(user, body, Source.HTTP)
     if is_form():
         return redirect(url_for("chat.index"), 303)
     return jsonify(message.as_dict()), 201
@@ -229,7 +262,14 @@ def install_http(app: Flask) -> None:
     def start_request() -> None:
         g.started = time.perf_counter()
         g.user = accounts().session_user(session.get(SESSION_TOKEN_KEY))
-        check_request_origin()
+        try:
+            check_request_origin()
+        except ChatError as refusal:
+            # A write without a body has no type to check (`POST /logout` with nothing in it);
+            # the Origin check, which comes first, has passed when the type is what failed.
+            if refusal.code != "unsupported_media_type" or has_body():
+                raise
+        g.screened = True  # from here on, a refusal is the route's
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -247,7 +287,7 @@ def install_http(app: Flask) -> None:
 
     @app.errorhandler(ChatError)
     def chat_error(error: ChatError) -> Any:
-        if error.code in ("csrf_failed", "unsupported_media_type"):
+        if not g.get("screened") or request.endpoint not in ROUTES_WITH_REFUSAL_EVENTS:
             telemetry().request_rejected(request.method, request.path, remote_addr(), error.code)
         response = jsonify(error.as_reply())
         response.status_code = error.status
@@ -259,6 +299,10 @@ def install_http(app: Flask) -> None:
     def http_error(error: HTTPException) -> Any:
         status = error.code or 500
         code = code_for_status(status)
+        # A body refused before a route (too large, a form that does not parse) is a refusal;
+        # a path or method that does not exist is not (its `http_request` line says it).
+        if status < 500 and not isinstance(error, NotFound | MethodNotAllowed):
+            telemetry().request_rejected(request.method, request.path, remote_addr(), code)
         response = jsonify(error=code, message=error.description or error.name)
         response.status_code = status
         return response

@@ -11,32 +11,83 @@ disconnected (so each room hears `left` and the gauges return to zero), the serv
 accepting and finishes its requests for at most `SHUTDOWN_GRACE_S`, then a `service_stopping`
 event is the last line. A signal handler never raises into whichever green thread it
 interrupted; it schedules the shutdown on the event loop instead.
+
+Whatever else ends the serving (the port is taken, a crash at start-up or in the server loop)
+is one `service_failed` line and exit status `EXIT_FAILED`. Stdout is a `LineWriter`: a log
+reader that is slow or gone costs log lines (counted), never the chat.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
 import os
 import resource
 import signal
+import socket
+import traceback
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask
 
 from service import __version__, create_app
 from service.extension import parts_of
-from service.telemetry.logging import LoggingStream, route_stderr_through_logging
+from service.settings import SettingsError
+from service.telemetry.events import Telemetry
+from service.telemetry.logging import (
+    LineWriter,
+    LoggingStream,
+    ensure_logging,
+    renders_json,
+    route_stderr_through_logging,
+    write_stdout_in_background,
+)
+from service.telemetry.metrics import ChatMetrics
 from service.transport import SOCKET_TIMEOUT_S, WSGIGuard, eventlet_protocol, gevent_handler
 
 SHUTDOWN_GRACE_S = 5.0
 HEARTBEAT_INTERVAL_S = 5.0  # a shared store forgets a process silent for 3 heartbeats
-STDERR_FLUSH_INTERVAL_S = 0.5  # how long a library's last traceback may wait to be written
+LOG_UPKEEP_INTERVAL_S = 0.5  # how long a library's last traceback may wait to be written
+LOG_DRAIN_S = 2.0  # how long the last lines may wait for a slow reader before the process ends
+EXIT_FAILED = 1  # `service_failed`: the service could not start or keep serving
+T = TypeVar("T")
 
 
 class Stop(Exception):
     """Thrown into the main loop to end it."""
+
+
+# What an operator reads when the listening socket cannot be opened: the fix, not the errno.
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it, or choose another CHAT_PORT",
+    errno.EACCES: "ports below 1024 need privileges: choose another CHAT_PORT",
+    errno.EADDRNOTAVAIL: "CHAT_HOST is not an address of this machine",
+}
+
+
+class CannotListen(Exception):
+    """The server's socket could not be opened: a cause for the operator, not a bug."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        if isinstance(error, socket.gaierror):
+            cause = f"CHAT_HOST does not resolve ({error.strerror})"
+        else:
+            # gevent appends the address to strerror; the errno's own words are enough.
+            cause = os.strerror(error.errno) if error.errno else str(error)
+            hint = _LISTEN_HINTS.get(error.errno or 0)
+            if hint:
+                cause = f"{cause} ({hint})"
+        super().__init__(f"cannot listen on {host}:{port}: {cause}")
+
+
+def check_listening(host: str, port: int, open_socket: Callable[[], T]) -> T:
+    """`open_socket()`, with an `OSError` turned into `CannotListen`."""
+    try:
+        return open_socket()
+    except OSError as error:
+        raise CannotListen(host, port, error) from error
 
 
 def raise_open_file_limit(wanted: int) -> None:
@@ -59,6 +110,8 @@ class Service:
         self.host, self.port = self.settings.host, self.settings.port
         self.max_connections = self.settings.max_connections
         self.stop_reason: str | None = None
+        self.serving = False  # announced: from now on a failure is the server loop's
+        self.log_writer: LineWriter | None = None
         self.wsgi = WSGIGuard(app, self.telemetry)
 
     def stopping(self, signum: int) -> bool:
@@ -69,6 +122,7 @@ class Service:
         return True
 
     def announce(self) -> None:
+        self.serving = True
         self.telemetry.service_started(
             host=self.host,
             port=self.port,
@@ -95,6 +149,8 @@ class Service:
     def force_exit(self) -> None:
         """The grace period is over and requests are still running: leave anyway."""
         self.telemetry.service_stopping(f"{self.stop_reason} (grace period over)")
+        if self.log_writer is not None:
+            self.log_writer.drain(LOG_DRAIN_S)
         os._exit(0)
 
     def start_store_upkeep(self) -> None:
@@ -139,30 +195,89 @@ class Service:
         self.socketio.start_background_task(upkeep)
         self.socketio.start_background_task(retry_owed_store_work)
 
-    def keep_stderr_flushed(self, stream: LoggingStream) -> None:
-        """Write what a library left half-written on stderr (its last traceback) soon."""
+    def keep_the_log_flowing(self, stderr: LoggingStream, writer: LineWriter) -> None:
+        """On the event loop, twice a second: write what a library left half-written on
+        stderr (its last traceback), count the lines the log writer dropped, and once its
+        reader keeps up again, tell it how many it missed (`log_lines_dropped`)."""
+        self.log_writer = writer
+        unreported = 0
 
-        def flusher() -> None:
+        def upkeep() -> None:
+            nonlocal unreported
             while True:
-                self.socketio.sleep(STDERR_FLUSH_INTERVAL_S)
+                self.socketio.sleep(LOG_UPKEEP_INTERVAL_S)
                 try:
-                    stream.flush_stale()
+                    stderr.flush_stale()
+                    dropped = writer.take_dropped()
+                    if dropped:
+                        self.telemetry.count_dropped_log_lines(dropped)
+                        unreported += dropped
+                    if unreported and writer.keeping_up():
+                        self.telemetry.log_lines_dropped(unreported)
+                        unreported = 0
                 except Exception:
-                    self.telemetry.unhandled_error("stderr flush")
+                    self.telemetry.unhandled_error("log upkeep")
 
-        self.socketio.start_background_task(flusher)
+        self.socketio.start_background_task(upkeep)
 
 
-def serve(mode: str) -> None:
-    service = Service(create_app())
-    service.keep_stderr_flushed(route_stderr_through_logging())
-    raise_open_file_limit(service.max_connections + 256)
-    if service.chat.store.name != "memory":
-        service.start_store_upkeep()
-    runners = {"eventlet": run_eventlet, "gevent": run_gevent, "threading": run_threading}
-    with contextlib.suppress(Stop, KeyboardInterrupt):
+def run(mode: str) -> int:
+    """Serve in `mode` until a signal or a failure; the process's exit status.
+
+    A `SettingsError` is left to the caller (it is reported before logging exists).
+    """
+    writer = write_stdout_in_background()
+    try:
+        return serve(mode, writer)
+    finally:
+        writer.drain(LOG_DRAIN_S)
+
+
+def serve(mode: str, writer: LineWriter) -> int:
+    service: Service | None = None
+    try:
+        service = Service(create_app())
+        service.keep_the_log_flowing(route_stderr_through_logging(), writer)
+        raise_open_file_limit(service.max_connections + 256)
+        if service.chat.store.name != "memory":
+            service.start_store_upkeep()
+        runners = {"eventlet": run_eventlet, "gevent": run_gevent, "threading": run_threading}
         runners[mode](service)
-    service.telemetry.service_stopping(service.stop_reason or "SIGINT")
+    except (Stop, KeyboardInterrupt):
+        pass
+    except SettingsError:
+        raise
+    except BaseException as error:  # whatever ends the serving is reported, SystemExit too
+        report_failure(error, service)
+        return EXIT_FAILED
+    reason = service.stop_reason if service is not None else None
+    telemetry_of(service).service_stopping(reason or "SIGINT")
+    return 0
+
+
+def telemetry_of(service: Service | None) -> Telemetry:
+    """The service's telemetry; one of its own when the app could not even be built."""
+    if service is not None:
+        return service.telemetry
+    ensure_logging()
+    return Telemetry(ChatMetrics(max_rooms=1))
+
+
+def report_failure(error: BaseException, service: Service | None) -> None:
+    """One `service_failed` line: a human reason, and the whole traceback in `exception`.
+
+    A cause the operator fixes (the port is taken) needs no traceback on a console, where the
+    line is read by a person; JSON lines always carry it.
+    """
+    telemetry = telemetry_of(service)
+    if isinstance(error, CannotListen):
+        reason, known = str(error), True
+    else:
+        stage = "the server loop" if service is not None and service.serving else "start-up"
+        summary = "".join(traceback.format_exception_only(error)).strip().replace("\n", " ")
+        reason, known = f"{stage} failed: {summary}", False
+    text = "".join(traceback.format_exception(error)).rstrip()
+    telemetry.service_failed(reason, None if known and not renders_json() else text)
 
 
 def run_eventlet(service: Service) -> None:
@@ -192,7 +307,11 @@ def run_eventlet(service: Service) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     eventlet.spawn(keep_the_hub_waking)
-    listener = eventlet.listen((service.host, service.port), backlog=2048)
+    listener = check_listening(
+        service.host,
+        service.port,
+        lambda: eventlet.listen((service.host, service.port), backlog=2048),
+    )
     service.announce()
     eventlet.wsgi.server(
         listener,
@@ -229,7 +348,7 @@ def run_gevent(service: Service) -> None:
 
     gevent.signal_handler(signal.SIGTERM, on_signal, signal.SIGTERM)
     gevent.signal_handler(signal.SIGINT, on_signal, signal.SIGINT)
-    server.start()
+    check_listening(service.host, service.port, server.start)
     service.announce()
     server.serve_forever()
 
@@ -244,7 +363,17 @@ def run_threading(service: Service) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Werkzeug reports a taken port as text and exits; try the address first instead.
+    check_listening(service.host, service.port, lambda: try_binding(service.host, service.port))
     service.announce()
     service.socketio.run(
         service.app, host=service.host, port=service.port, allow_unsafe_werkzeug=True
     )
+
+
+def try_binding(host: str, port: int) -> None:
+    """Bind and release `host:port` as Werkzeug's server will (it reuses addresses)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)

@@ -237,6 +237,50 @@ def test_login_rate_limit_says_how_long_to_wait(
     screenshot(page, "login-rate-limited")
 
 
+def test_a_registration_limit_leaves_logging_in_open(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    """Only Create account waits for the registration limit, and the wait reads in minutes."""
+    server = start_server(env={"CHAT_REGISTER_RATE_LIMIT": "1 per hour"})
+    regular = unique("regular")
+    assert server.register(regular).status_code == 201  # from this address: the hour's one
+    person = open_person(server.url, sign_up=False)
+    person.watch.allow(http_status_failure(401, 429))
+    page = person.page
+    page.goto(server.url + "/login")
+    create = page.get_by_role("button", name="Create account")
+    log_in = page.get_by_role("button", name="Log in")
+    page.fill("#username", person.name)
+    page.fill("#password", PASSWORD)
+    create.click()
+    expect(page.locator("#auth-message")).to_contain_text(
+        re.compile(r"Try again in (59|60) minutes to create another; you can log in now\.")
+    )
+    expect(create).to_be_disabled()
+    expect(log_in).to_be_enabled()
+    screenshot(page, "login-registration-limited")
+    waits = page.evaluate(
+        "import('/static/js/login.js').then(page => [3461, 40, 1, 91, 5400, 7500]"
+        ".map(page.humanWait))"
+    )
+    assert waits == [
+        "58 minutes", "40 seconds", "1 second", "2 minutes", "90 minutes", "2 hours 5 minutes"
+    ]  # fmt: skip
+    # A refused login is shown, and the countdown does not write over it: the wait stays on
+    # the button.
+    page.fill("#username", regular)
+    page.fill("#password", "not the password")
+    log_in.click()
+    expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
+    page.wait_for_timeout(1500)
+    expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
+    expect(create).to_be_disabled()
+    expect(create).to_have_attribute("title", re.compile(r"Try again in (59|60) minutes"))
+    page.fill("#password", PASSWORD)
+    log_in.click()
+    expect(page).to_have_url(server.url + "/")
+
+
 def test_logout_ends_the_session_and_returns_to_login(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:

@@ -359,3 +359,210 @@ def test_same_site_writes_behind_a_tls_proxy_are_not_taken_for_cross_site(
         "/send", json={"room": "lobby", "text": "hi"}, headers={"Origin": "http://localhost"}
     )
     assert same_host.status_code == 201
+
+
+# -- every refusal is one event and one count ----------------------------------------------------
+# The counters a refusal moves: exactly one of their series, by exactly one, per refusal.
+REFUSAL_COUNTERS = (
+    "chat_registrations_failed_total",
+    "chat_logins_total",
+    "chat_messages_rejected_total",
+    "chat_requests_rejected_total",
+)
+
+
+def refusal_counts(app: Flask) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    registry = parts_of(app).telemetry.metrics.registry
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name in REFUSAL_COUNTERS and sample.labels.get("result") != "success"
+    }
+
+
+def moved(
+    before: dict[tuple[str, frozenset[tuple[str, str]]], float],
+    after: dict[tuple[str, frozenset[tuple[str, str]]], float],
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        key: value - before.get(key, 0.0)
+        for key, value in after.items()
+        if value != before.get(key, 0.0)
+    }
+
+
+TOO_LARGE = {"username": "alice", "password": "x" * 100_000}
+JSON = {"Content-Type": "application/json"}
+EVIL = {"Origin": "https://evil.example"}
+
+# Where a refusal is observed: its event, and the counter that counts it.
+REGISTER = ("registration_failed", "chat_registrations_failed_total")
+LOGIN = ("login_failed", "chat_logins_total")
+SEND = ("message_rejected", "chat_messages_rejected_total")
+REQUEST = ("request_rejected", "chat_requests_rejected_total")
+
+
+def counted_as(observed: tuple[str, str], code: str) -> dict[str, str]:
+    """The labels of the series a refusal with `code` moves."""
+    return {
+        REGISTER: {"reason": code},
+        LOGIN: {"result": "rate_limited" if code == "rate_limited" else "failure"},
+        SEND: {"source": "http", "reason": code},
+        REQUEST: {"reason": code},
+    }[observed]
+
+
+TEXT = {"Content-Type": "text/plain"}
+# who, method, path, request options; status, code, where it is observed
+REFUSALS: list[tuple[str, str, str, dict[str, Any], int, str, tuple[str, str]]] = [
+    ("anyone", "POST", "/register", {"data": '{"username":', "headers": JSON},
+     400, "invalid_payload", REGISTER),
+    ("anyone", "POST", "/register", {"data": "nope", "headers": JSON},
+     400, "invalid_payload", REGISTER),
+    ("anyone", "POST", "/register", {"json": ["alice", PASSWORD]},
+     400, "invalid_payload", REGISTER),
+    ("anyone", "POST", "/register", {}, 400, "invalid_payload", REGISTER),
+    ("anyone", "POST", "/register", {"json": creds("a b")}, 400, "invalid_username", REGISTER),
+    ("anyone", "POST", "/register", {"json": creds("carol", "short")},
+     400, "weak_password", REGISTER),
+    ("anyone", "POST", "/register", {"json": creds("alice")}, 409, "username_taken", REGISTER),
+    ("anyone", "POST", "/register", {"json": TOO_LARGE}, 413, "payload_too_large", REGISTER),
+    ("anyone", "POST", "/login", {"data": "nope", "headers": JSON}, 400, "invalid_payload", LOGIN),
+    ("anyone", "POST", "/login", {"data": '{"username": "a"', "headers": JSON},
+     400, "invalid_payload", LOGIN),
+    ("anyone", "POST", "/login", {"json": TOO_LARGE}, 413, "payload_too_large", LOGIN),
+    ("anyone", "POST", "/login", {"json": creds("alice", "wrong!!!")},
+     401, "invalid_credentials", LOGIN),
+    ("alice", "POST", "/send", {"data": '{"room":"lobby",', "headers": JSON},
+     400, "invalid_payload", SEND),
+    ("alice", "POST", "/send", {"json": {"room": "lobby", "text": "x" * 70_000}},
+     413, "payload_too_large", SEND),
+    ("alice", "POST", "/send", {}, 400, "invalid_payload", SEND),
+    ("alice", "POST", "/send", {"json": {"room": "elsewhere", "text": "hi"}},
+     403, "not_in_room", SEND),
+    ("anyone", "POST", "/send", {"json": {"room": "lobby", "text": "hi"}},
+     401, "unauthorized", SEND),
+    # routes with no event of their own, and refusals before any route: request_rejected
+    ("anyone", "GET", "/rooms", {}, 401, "unauthorized", REQUEST),
+    ("anyone", "GET", "/rooms/lobby/messages", {}, 401, "unauthorized", REQUEST),
+    ("alice", "GET", "/rooms/elsewhere/messages", {}, 403, "not_in_room", REQUEST),
+    ("alice", "GET", "/rooms/_other/messages", {}, 400, "invalid_room", REQUEST),
+    ("alice", "GET", "/rooms/lobby/messages?after=-1", {}, 400, "invalid_payload", REQUEST),
+    ("alice", "POST", "/logout", {"data": "bye", "headers": TEXT},
+     415, "unsupported_media_type", REQUEST),
+    ("alice", "POST", "/logout", {"json": {}, "headers": EVIL}, 400, "csrf_failed", REQUEST),
+    ("alice", "POST", "/send", {"json": {"room": "lobby", "text": "hi"}, "headers": EVIL},
+     400, "csrf_failed", REQUEST),
+    ("anyone", "POST", "/register", {"data": {"username": "x", "password": "y"}},
+     400, "csrf_failed", REQUEST),
+    ("anyone", "POST", "/login", {"data": "a", "headers": TEXT},
+     415, "unsupported_media_type", REQUEST),
+    ("anyone", "POST", "/register", {"data": {"username": "a", "password": "x" * 100_000}},
+     413, "payload_too_large", REQUEST),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("who", "method", "path", "options", "status", "code", "observed"),
+    REFUSALS,
+    ids=[f"{case[1]} {case[2]} {case[5]}" for case in REFUSALS],
+)
+def test_every_refusal_is_one_event_and_one_count(
+    chat: InProcessChat,
+    who: str,
+    method: str,
+    path: str,
+    options: dict[str, Any],
+    status: int,
+    code: str,
+    observed: tuple[str, str],
+) -> None:
+    event, metric = observed
+    alice = chat.user("alice")
+    chat.socket(alice).emit("join", {"room": "lobby"}, callback=True)
+    client = alice if who == "alice" else chat.app.test_client()
+    before = refusal_counts(chat.app)
+    with capture_logs() as logs:
+        reply = client.open(path, method=method, **options)
+    assert reply.status_code == status and error_of(reply) == code
+    (line,) = events(logs)
+    assert (line["event"], line["reason"]) == (event, code), line
+    counted = moved(before, refusal_counts(chat.app))
+    assert counted == {(metric, frozenset(counted_as(observed, code).items())): 1.0}, counted
+    assert [e["status"] for e in logs if e["event"] == "http_request"] == [status]
+
+
+def test_rate_limited_refusals_are_one_event_and_one_count(make_app: Any) -> None:
+    limits = {"REGISTER_RATE_LIMIT": "1 per hour", "LOGIN_RATE_LIMIT_PER_ADDRESS": "2 per hour"}
+    chat = InProcessChat(make_app(MESSAGE_RATE_LIMIT="1 per hour", **limits))
+    alice = chat.user("alice")  # one registration and one login: both limits but one spent
+    chat.socket(alice).emit("join", {"room": "lobby"}, callback=True)
+    assert alice.post("/send", json={"room": "lobby", "text": "hi"}).status_code == 201
+    for path, body, observed in (
+        ("/register", creds("bob"), REGISTER),
+        ("/login", creds("alice", "wrong!!!"), None),  # the last login the limit allows
+        ("/login", creds("alice"), LOGIN),
+        ("/send", {"room": "lobby", "text": "again"}, SEND),
+    ):
+        before = refusal_counts(chat.app)
+        with capture_logs() as logs:
+            reply = alice.post(path, json=body)
+        if observed is None:
+            continue
+        assert reply.status_code == 429 and error_of(reply) == "rate_limited", path
+        (line,) = events(logs)
+        assert (line["event"], line["reason"]) == (observed[0], "rate_limited")
+        labels = frozenset(counted_as(observed, "rate_limited").items())
+        assert moved(before, refusal_counts(chat.app)) == {(observed[1], labels): 1.0}
+
+
+def test_a_route_or_method_that_does_not_exist_is_no_refusal(chat: InProcessChat) -> None:
+    client = chat.app.test_client()
+    before = refusal_counts(chat.app)
+    with capture_logs() as logs:
+        assert client.get("/no/such/page").status_code == 404
+        assert client.get("/send").status_code == 405
+    assert events(logs) == [] and moved(before, refusal_counts(chat.app)) == {}
+    assert (
+        chat.metric("chat_http_requests_total", method="GET", route="unmatched", status="404")
+        == 1.0
+    )
+
+
+# -- POST /logout -------------------------------------------------------------------------------
+def test_logout_without_a_body_is_204(app: Flask, chat: InProcessChat) -> None:
+    alice = chat.user("alice")
+    with capture_logs() as logs:
+        reply = alice.post("/logout")
+    assert reply.status_code == 204 and reply.data == b""
+    assert [e["event"] for e in events(logs)] == ["logout"]
+    assert alice.get("/rooms").status_code == 401
+    assert app.test_client().post("/logout").status_code == 204  # nobody logged in: still 204
+    cross_site = chat.user("bob").post("/logout", headers=EVIL)
+    assert cross_site.status_code == 400 and error_of(cross_site) == "csrf_failed"
+
+
+# -- the registration limit counts what reaches the store -----------------------------------------
+def test_registration_limit_counts_taken_names_not_input_refused_on_sight(make_app: Any) -> None:
+    app = make_app(REGISTER_RATE_LIMIT="3 per hour")
+    client = app.test_client()
+    for _ in range(5):
+        assert client.post("/register", json=creds("a b")).status_code == 400
+        assert client.post("/register", json=creds("carol", "short")).status_code == 400
+        assert (
+            client.post("/register", data="{", content_type="application/json").status_code == 400
+        )
+    assert client.post("/register", json=creds("alice")).status_code == 201
+    assert client.post("/register", json=creds("ALICE")).status_code == 409  # a probe: counted
+    assert client.post("/register", json=creds("bob")).status_code == 201
+    limited = client.post("/register", json=creds("carol"))
+    assert limited.status_code == 429 and error_of(limited) == "rate_limited"
+    assert 3500 <= int(limited.headers["Retry-After"]) <= 3600
+    # Logging in is another limit: still open.
+    assert client.post("/login", json=creds("alice")).status_code == 200
+    metric = InProcessChat(app).metric
+    assert metric("chat_registrations_failed_total", reason="rate_limited") == 1.0
+    assert metric("chat_registrations_failed_total", reason="username_taken") == 1.0
+    assert metric("chat_registrations_failed_total", reason="invalid_username") == 5.0
+    assert metric("chat_registrations_total") == 2.0

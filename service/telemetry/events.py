@@ -21,7 +21,9 @@ from service.telemetry.metrics import (
     LeaveReason,
     LiveState,
     LoginResult,
+    RegistrationFailure,
     Source,
+    bounded,
     bounded_method,
     http_event,
     rejection_label,
@@ -52,6 +54,8 @@ LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "request_rejected": (WARNING, ("method", "path", "remote_addr", "reason")),
     "http_request": (INFO, ("method", "path", "status", "duration_ms", "remote_addr")),
     "unhandled_error": (ERROR, ("where",)),
+    "service_failed": (ERROR, ("reason", "exception")),
+    "log_lines_dropped": (WARNING, ("count",)),
 }
 
 _LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
@@ -139,6 +143,8 @@ class Telemetry:
         self._write("user_registered", user=user)
 
     def registration_failed(self, user: str | None, remote_addr: str, reason: str) -> None:
+        label = bounded(RegistrationFailure, reason, RegistrationFailure.INVALID_PAYLOAD)
+        self.metrics.registrations_failed_total.labels(label).inc()
         self._write("registration_failed", user=user, remote_addr=remote_addr, reason=reason)
 
     def login_succeeded(self, user: str, remote_addr: str) -> None:
@@ -265,3 +271,20 @@ class Telemetry:
     def socket_event_handled(self, event: str, duration_s: float) -> None:
         """Latency of a socket event (no log line: the event's own line says what happened)."""
         self.metrics.event_duration_seconds.labels(event).observe(duration_s)
+
+    # -- failures of the process and its log -------------------------------------------------
+    def service_failed(self, reason: str, exception: str | None) -> None:
+        """The service cannot start or keep serving: `reason` in one human line, and the
+        traceback in `exception` (None leaves it out: a known cause needs none on a console)."""
+        if exception is None:
+            self._write("service_failed", reason=reason)
+        else:
+            self._write("service_failed", reason=reason, exception=exception)
+
+    def count_dropped_log_lines(self, count: int) -> None:
+        """Log lines the process could not write (no line: the log is what failed)."""
+        self.metrics.log_lines_dropped_total.inc(count)
+
+    def log_lines_dropped(self, count: int) -> None:
+        """The reader keeps up again: say how many lines before this one it never got."""
+        self._write("log_lines_dropped", count=count)

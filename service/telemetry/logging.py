@@ -10,16 +10,27 @@ Libraries do not write on their own: engineio's and socketio's loggers get no ha
 own and propagate here, and what a library writes to stderr (`LoggingStream`) becomes records,
 a whole traceback as one `unhandled_error`. A client can make libraries log, so each library
 gets at most `LIBRARY_LINES_PER_SECOND` lines a second; the next line says how many were dropped.
+
+The log never stops the chat: in the server, lines go to stdout through `LineWriter`, which
+hands them to a thread of their own. A reader that falls behind is given up to
+`LOG_BUFFER_BYTES` of lines to catch up on; beyond that, and for good once the reader is gone
+(a closed pipe), lines are dropped and counted (`chat_log_lines_dropped_total`, and a
+`log_lines_dropped` line once the reader keeps up again) instead of stalling the event loop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import importlib
 import io
 import logging
+import os
 import re
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any, Final, TextIO
 
 import structlog
@@ -29,6 +40,7 @@ from service.clock import utc_now_iso
 
 # C0 controls but tab, DEL and the C1 controls: what a terminal would interpret.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # Loggers of the libraries under the service, at the level they write from. python-engineio and
 # python-socketio add a stderr handler of their own to a logger whose level is unset (which
@@ -54,10 +66,14 @@ def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
 
 
 def escape_control_characters(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Keep user-supplied escape sequences from reaching a terminal raw (JSON escapes its own)."""
+    """Keep user-supplied escape sequences from reaching a terminal raw (JSON escapes its own).
+
+    A traceback (`exception`) keeps its line breaks: the console shows it as lines.
+    """
     for key, value in event_dict.items():
         if isinstance(value, str) and _CONTROL_CHARACTERS.search(value):
-            event_dict[key] = _CONTROL_CHARACTERS.sub(lambda m: repr(m.group())[1:-1], value)
+            pattern = _CONTROL_BUT_NEWLINE if key == "exception" else _CONTROL_CHARACTERS
+            event_dict[key] = pattern.sub(lambda m: repr(m.group())[1:-1], value)
     return event_dict
 
 
@@ -152,6 +168,19 @@ def _uses_json(log_format: str, stream: TextIO) -> bool:
     if log_format == "console":
         return False
     return not stream.isatty()
+
+
+def renders_json() -> bool:
+    """True when lines are written as JSON (False for the console format, or not configured)."""
+    return _configured is not None and _configured[0]
+
+
+def ensure_logging() -> None:
+    """Logging as configured; when nothing configured it yet, as `CHAT_LOG_FORMAT` asks, so
+    that a failure before the app was built is still one line of the expected shape."""
+    if _configured is None:
+        wanted = os.environ.get("CHAT_LOG_FORMAT", "auto").strip().lower()
+        configure_logging(wanted if wanted in ("json", "console") else "auto")
 
 
 def configure_logging(
@@ -338,3 +367,186 @@ def route_stderr_through_logging() -> LoggingStream:
 
 def get_logger(name: str = "chat") -> Any:
     return structlog.get_logger(name)
+
+
+# -- stdout that never waits on its reader -----------------------------------------------------
+LOG_BUFFER_BYTES: Final = 1024 * 1024  # a few thousand lines: a reader's hiccup, not a stall
+WRITE_CHUNK_BYTES: Final = 64 * 1024  # at most this much per write (a pipe's usual capacity)
+
+
+def _unpatched(module: str, name: str) -> Any:
+    """`module.name` as the standard library defines it, also after eventlet or gevent
+    monkey-patched it: the log writer is a real thread, and green primitives would make it
+    wait on the event loop (eventlet's green `os.write` even waits forever on a closed pipe)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched(module):
+        return monkey.get_original(module, name)
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None:
+        return getattr(patcher.original(module), name)
+    return getattr(importlib.import_module(module), name)
+
+
+class LineWriter(io.TextIOBase):
+    """stdout for the serving process: `write` never waits for the reader.
+
+    A line is written at once when that cannot block (nothing is waiting before it, it fits in
+    one atomic pipe write, and the descriptor has room), so a reader that keeps up sees it
+    before the reply it belongs to leaves. Otherwise it is queued, and a real OS thread writes
+    the queue: a reader that does not keep up stalls that thread, never the event loop. While
+    more than `capacity` bytes wait, new lines are dropped; once a write fails (the reader
+    closed the pipe: `EPIPE`) every line is, for good. Each dropped line is counted
+    (`take_dropped`).
+    """
+
+    def __init__(self, fd: int = 1, capacity: int = LOG_BUFFER_BYTES) -> None:
+        self.fd = fd
+        self.capacity = capacity
+        self._tty = os.isatty(fd)
+        self._os_write = _unpatched("os", "write")
+        self._select = _unpatched("select", "select")
+        self._atomic = int(_unpatched("select", "PIPE_BUF"))  # a pipe write this big is whole
+        self._sleep = _unpatched("time", "sleep")
+        allocate_lock = _unpatched("_thread", "allocate_lock")
+        self._lock = allocate_lock()  # guards the fields below; never held while writing
+        self._wakeup = allocate_lock()  # held while the writer has nothing to do
+        self._wakeup.acquire()
+        self._queue: deque[tuple[bytes, int]] = deque()  # (text, lines in it)
+        self._queued_bytes = 0  # in the queue and in the write under way
+        self._writing = False
+        self._gone: OSError | None = None  # why a write failed: nobody reads any more
+        self._dropped = 0  # since `take_dropped` last asked
+        _unpatched("_thread", "start_new_thread")(self._run, ())
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "backslashreplace")
+        lines = text.count("\n")
+        with self._lock:
+            if self._gone is not None or self._queued_bytes + len(data) > self.capacity:
+                self._dropped += lines or 1
+                return len(text)
+            # A terminal is left to the thread: it may stop output (Ctrl-S) with room reported.
+            now = not (self._tty or self._queue or self._writing) and len(data) <= self._atomic
+            if now:
+                self._writing = True
+            else:
+                self._queue.append((data, lines))
+                self._queued_bytes += len(data)
+        if now:
+            self._write_now(data, lines)
+        else:
+            self._wake()
+        return len(text)
+
+    def _write_now(self, data: bytes, lines: int) -> None:
+        """Write `data` here if the descriptor has room for it; queue what is left."""
+        written, error = 0, None
+        try:
+            if self._select([], [self.fd], [], 0)[1]:
+                written = self._os_write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as failure:
+            error = failure
+        with self._lock:
+            self._writing = False
+            if error is not None:
+                self._gone = error
+                self._dropped += lines + sum(n for _, n in self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+            elif written < len(data):
+                self._queue.appendleft((data[written:], lines))
+                self._queued_bytes += len(data) - written
+            waiting = bool(self._queue)
+        if waiting:
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already woken: the line is found with the rest
+            self._wakeup.release()
+
+    def flush(self) -> None:
+        """Nothing to do: the writer thread writes as soon as it can (see `drain`)."""
+
+    def take_dropped(self) -> int:
+        """Lines dropped since the last call."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, 0
+        return dropped
+
+    def keeping_up(self) -> bool:
+        """The reader is there and at most half the buffer waits for it."""
+        with self._lock:
+            return self._gone is None and self._queued_bytes <= self.capacity // 2
+
+    def drain(self, timeout: float) -> bool:
+        """Block until everything queued is written (or cannot be), at most `timeout` seconds:
+        before the process exits, so that its last lines reach a reader that keeps up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._gone is not None or not (self._queue or self._writing):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            self._sleep(0.01)
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.acquire()
+            while (chunk := self._next_chunk()) is not None:
+                data, lines = chunk
+                error = self._write_all(data)
+                with self._lock:
+                    self._writing = False
+                    self._queued_bytes -= len(data)
+                    if error is not None:
+                        self._gone = error
+                        self._dropped += lines + sum(n for _, n in self._queue)
+                        self._queue.clear()
+                        self._queued_bytes = 0
+
+    def _next_chunk(self) -> tuple[bytes, int] | None:
+        with self._lock:
+            if self._writing or not self._queue:  # a `write` is writing its line itself
+                return None
+            parts: list[bytes] = []
+            lines = size = 0
+            while self._queue and (not parts or size + len(self._queue[0][0]) <= WRITE_CHUNK_BYTES):
+                data, count = self._queue.popleft()
+                parts.append(data)
+                lines += count
+                size += len(data)
+            self._writing = True  # its bytes still count as queued until they are written
+        return b"".join(parts), lines
+
+    def _write_all(self, data: bytes) -> OSError | None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._os_write(self.fd, view) :]
+            except BlockingIOError:  # whoever shares the descriptor made it non-blocking
+                self._select([], [self.fd], [], 1.0)
+            except OSError as error:
+                if error.errno == errno.EINTR:
+                    continue
+                return error
+        return None
+
+
+def write_stdout_in_background() -> LineWriter:
+    """Make stdout a `LineWriter` (for the serving process; call before logging is set up)."""
+    sys.stdout.flush()
+    writer = LineWriter(sys.stdout.fileno())
+    sys.stdout = writer
+    return writer

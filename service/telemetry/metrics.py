@@ -89,6 +89,7 @@ class Rejection(StrEnum):
     ROOM_LIMIT_REACHED = "room_limit_reached"
     UNAUTHORIZED = "unauthorized"
     INTERNAL_ERROR = "internal_error"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
 class RequestRejection(StrEnum):
@@ -103,6 +104,21 @@ class RequestRejection(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     UNAUTHORIZED = "unauthorized"
     OTHER = "other"
+    # Refusals of the routes that have no event of their own (a room's history).
+    INVALID_ROOM = "invalid_room"
+    NOT_IN_ROOM = "not_in_room"
+
+
+class RegistrationFailure(StrEnum):
+    """Why a registration was refused: the contract's error code."""
+
+    INVALID_PAYLOAD = "invalid_payload"
+    INVALID_USERNAME = "invalid_username"
+    WEAK_PASSWORD = "weak_password"  # noqa: S105 (an error code, not a password)
+    USERNAME_TAKEN = "username_taken"
+    RATE_LIMITED = "rate_limited"
+    REGISTRATION_CLOSED = "registration_closed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
 class SocketEvent(StrEnum):
@@ -347,6 +363,20 @@ class ChatMetrics:
             "chat_http_requests_total",
             "HTTP requests by method, route and status.",
             ["method", "route", "status"],
+            registry=r,
+        )
+        self.registrations_failed_total = Counter(
+            "chat_registrations_failed_total",
+            "Registrations refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for failure in RegistrationFailure:
+            self.registrations_failed_total.labels(failure)
+        # Counted by the process's one log writer (service.telemetry.logging.LineWriter).
+        self.log_lines_dropped_total = Counter(
+            "chat_log_lines_dropped_total",
+            "Log lines not written: stdout's reader was too slow, or gone.",
             registry=r,
         )
         self._room_members_collector: RoomMembersCollector | None = None
