@@ -1,5 +1,6 @@
 // The login page: one form, two actions (log in / create account), answers shown in place.
 import { ApiError, handoff, postJSON } from "./api.js";
+import { plural } from "./format.js";
 
 const form = document.getElementById("auth-form");
 const username = document.getElementById("username");
@@ -9,7 +10,10 @@ const buttons = form.querySelectorAll("button[type=submit]");
 const togglePassword = document.getElementById("toggle-password");
 const minPasswordLength = Number(form.dataset.minPasswordLength) || 8;
 
-let countdown = null;
+// A rate limit makes its own action wait: registrations (per address, for an hour) must not
+// keep anybody from logging in. Creating an account logs in too, so it waits for a login
+// limit as well. action -> {until (ms), timer, text (what the message box says about it)}
+const waits = new Map();
 
 function show(kind, text) {
   messageBox.hidden = false;
@@ -28,29 +32,65 @@ function flag(field) {
   field.focus();
 }
 
-function setBusy(busy) {
-  form.setAttribute("aria-busy", String(busy));
-  for (const button of buttons) button.disabled = busy || countdown !== null;
+let busy = false;
+
+function waiting(action) {
+  return waits.has(action) || (action === "register" && waits.has("login"));
 }
 
-/** After a 429: say how long to wait, count it down, and keep the buttons off until then. */
-function lockFor(seconds) {
-  let remaining = Math.max(1, Math.ceil(seconds));
+function setBusy(value) {
+  busy = value;
+  form.setAttribute("aria-busy", String(busy));
+  for (const button of buttons) {
+    const action = button.dataset.action;
+    button.disabled = busy || waiting(action);
+    // The wait stays on the button itself when the message box has moved on to other news.
+    const wait = waits.get(action) ?? (action === "register" ? waits.get("login") : undefined);
+    button.title = wait ? wait.text : "";
+  }
+}
+
+/** A wait in the units a person thinks in: "40 seconds", "58 minutes", "2 hours 5 minutes". */
+export function humanWait(seconds) {
+  if (seconds <= 90) return plural(seconds, "second");
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes <= 90) return plural(minutes, "minute");
+  const hours = Math.floor(minutes / 60);
+  const rest = minutes % 60;
+  return rest ? `${plural(hours, "hour")} ${plural(rest, "minute")}` : plural(hours, "hour");
+}
+
+function waitText(action, seconds) {
+  if (action === "register") {
+    return `Too many accounts were created from here. Try again in ${humanWait(seconds)} to create another; you can log in now.`;
+  }
+  return `Too many attempts. Try again in ${humanWait(seconds)}.`;
+}
+
+/** After a 429: say how long `action` must wait, count it down, and keep its button off. */
+function lockFor(action, seconds) {
+  clearInterval(waits.get(action)?.timer);
+  const wait = { until: Date.now() + Math.max(1, Math.ceil(seconds)) * 1000, timer: null, text: "" };
+  waits.set(action, wait);
   const tick = () => {
+    const remaining = Math.ceil((wait.until - Date.now()) / 1000);
+    // Another answer shown meanwhile (a login refused) stays: the countdown only updates its own.
+    const ours = messageBox.textContent === wait.text;
     if (remaining <= 0) {
-      clearInterval(countdown);
-      countdown = null;
-      setBusy(false);
-      show("info", "You can try again now.");
+      clearInterval(wait.timer);
+      waits.delete(action);
+      setBusy(busy);
+      if (ours) show("info", "You can try again now.");
       return;
     }
-    show("error", `Too many attempts. Try again in ${remaining} second${remaining === 1 ? "" : "s"}.`);
-    remaining -= 1;
+    wait.text = waitText(action, remaining);
+    if (ours) show("error", wait.text);
+    setBusy(busy);
   };
-  clearInterval(countdown);
-  countdown = setInterval(tick, 1000);
-  setBusy(true);
-  tick();
+  wait.text = waitText(action, Math.ceil((wait.until - Date.now()) / 1000));
+  show("error", wait.text);
+  wait.timer = setInterval(tick, 1000);
+  setBusy(busy);
 }
 
 function explain(error, name) {
@@ -76,6 +116,7 @@ function explain(error, name) {
 }
 
 async function submit(action) {
+  if (waiting(action)) return;
   clear();
   const credentials = { username: username.value.trim(), password: password.value };
   if (!credentials.username) {
@@ -89,22 +130,24 @@ async function submit(action) {
     return;
   }
   setBusy(true);
+  let step = action;
   try {
     if (action === "register") {
       await postJSON("/register", credentials);
       show("success", "Account created. Signing you in…");
+      step = "login";
     }
     await postJSON("/login", credentials);
     window.location.assign("/");
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
     if (error.code === "rate_limited") {
-      lockFor(error.retryAfter ?? 30);
+      lockFor(step, error.retryAfter ?? 30);
       return;
     }
     show("error", explain(error, credentials.username));
   } finally {
-    if (countdown === null) setBusy(false);
+    setBusy(false);
   }
 }
 
