@@ -338,9 +338,15 @@ class ChatService:
     def post_message(
         self, user: str, payload: object, source: Source, connection: Connection | None = None
     ) -> Message:
-        """Validate, store, broadcast and observe one message; the one path for both doors."""
+        """Validate, store, broadcast and observe one message; the one path for both doors.
+
+        `payload` is the parsed message, or the refusal of a body the door could not read: it
+        is refused and observed here like any other payload that is not the documented shape.
+        """
         room_value = payload.get("room") if isinstance(payload, dict) else None
         try:
+            if isinstance(payload, ChatError):
+                raise payload
             room = room_from(payload)
             assert isinstance(payload, dict)
             text = payload.get("text")

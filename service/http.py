@@ -173,11 +173,7 @@ def send() -> Any:
     if user is None:
         telemetry().message_rejected(None, None, Source.HTTP, "unauthorized")
         raise ChatError("unauthorized", "log in first")
-    body = payload_or_refusal()
-    if isinstance(body, ChatError):
-        telemetry().message_rejected(user, None, Source.HTTP, body.code)
-        raise body
-    message = chat().post_message(user, body, Source.HTTP)
+    message = chat().post_message(user, payload_or_refusal(), Source.HTTP)
     if is_form():
         return redirect(url_for("chat.index"), 303)
     return jsonify(message.as_dict()), 201
