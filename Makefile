@@ -31,7 +31,7 @@ $(STAMPS)/test: pyproject.toml | $(BIN)/python
 run: $(STAMPS)/run ## set up .venv and start the chat on http://127.0.0.1:5000 (in memory, eventlet)
 	@$(BIN)/chat-service
 
-system-packages: ## install redis-server, prometheus, chromium and jq from Debian (root with apt-get)
+system-packages: ## install redis-server, prometheus, alertmanager, chromium, lnav and jq from Debian (root with apt-get)
 	@bash .ci/install-system-packages
 
 lint: $(STAMPS)/test ## ruff
