@@ -1,0 +1,165 @@
+"""The fast paths of #9, each held to what it replaces.
+
+- `unmask` returns exactly what eventlet's own `_apply_mask` returns.
+- `utc_now_iso` returns exactly what `datetime` formats, across second boundaries.
+- Over a real server (eventlet and gevent): frames that arrive together in one TCP segment, and
+  a frame that arrives a byte at a time, are each handled once and in order (the read-ahead);
+  a receiver gets every broadcast of a burst in order (the batched writes); a client's events
+  are handled in the order it sent them (handlers run in the reading green thread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import websocket
+from chatserver import ChatServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service import clock
+from service.transport import unmask
+
+StartServer = Callable[..., ChatServer]
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # eventlet's deprecation notice
+    from eventlet.websocket import RFC6455WebSocket
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(max_size=700),
+    mask=st.binary(min_size=4, max_size=4),
+    offset=st.integers(min_value=0, max_value=11),
+    cut=st.integers(min_value=0, max_value=700),
+)
+def test_unmask_is_eventlets_own_unmasking(data: bytes, mask: bytes, offset: int, cut: int) -> None:
+    assert unmask(data, mask, offset=offset) == RFC6455WebSocket._apply_mask(
+        data, mask, offset=offset
+    )
+    length = min(cut, len(data))
+    assert unmask(data, mask, length=length, offset=offset) == RFC6455WebSocket._apply_mask(
+        data, mask, length=length, offset=offset
+    )
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [0.0, 1.0, 59.9995, 1764115199.999, 1764115200.0, 1764115200.0005, 1795651199.9999],
+)
+def test_the_timestamp_is_what_datetime_formats(
+    instant: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One second before, the instant, and after, so the cached second is crossed both ways.
+    for moment in (instant - 1.0, instant, instant + 0.25, instant - 1.0):
+        monkeypatch.setattr(clock.time, "time", lambda moment=moment: moment)
+        expected = datetime.fromtimestamp(moment, UTC)
+        expected = expected.replace(microsecond=expected.microsecond // 1000 * 1000)
+        assert clock.utc_now_iso() == expected.isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"
+        )
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """One masked client text frame (RFC 6455), as a browser sends it."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x81, 0x80 | size])
+    else:
+        head = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    return head + mask + unmask(payload, mask)
+
+
+def connected(server: ChatServer, name: str) -> websocket.WebSocket:
+    http = server.login(name)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in http.cookies)
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+        header=[f"Cookie: {cookie}"],
+        timeout=10,
+    )
+    assert ws.recv().startswith("0{")
+    ws.send("40")
+    assert ws.recv().startswith("40{"), "the Socket.IO connect was refused"
+    return ws
+
+
+def event(ack: int, name: str, data: dict[str, Any]) -> bytes:
+    return f"42{ack}{json.dumps([name, data])}".encode()
+
+
+def read_socketio(ws: websocket.WebSocket, wanted: Callable[[list[str]], bool]) -> list[str]:
+    """Socket.IO packets (pings answered) until `wanted(packets)`; fails after 15 s."""
+    packets: list[str] = []
+    deadline = time.monotonic() + 15
+    while not wanted(packets):
+        assert time.monotonic() < deadline, f"gave up after {len(packets)} packets: {packets[-3:]}"
+        packet = ws.recv()
+        if packet == "2":
+            ws.send("3")
+        elif packet.startswith("4"):
+            packets.append(packet[1:])
+    return packets
+
+
+def acks(packets: list[str]) -> list[tuple[int, Any]]:
+    """(ack id, reply) of each ack, in arrival order."""
+    found = []
+    for packet in packets:
+        if packet.startswith("3"):
+            head, _, body = packet.partition("[")
+            found.append((int(head[1:]), json.loads("[" + body)[0]))
+    return found
+
+
+def broadcasts(packets: list[str], name: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(p[1:])[1] for p in packets if p.startswith("2[") and json.loads(p[1:])[0] == name
+    ]
+
+
+@pytest.mark.parametrize("mode", ["eventlet", "gevent"])
+def test_frames_together_or_in_pieces_are_each_handled_once_in_order(
+    mode: str, start_server: StartServer
+) -> None:
+    server = start_server(async_mode=mode)
+    sender, receiver = connected(server, "sender"), connected(server, "receiver")
+    for ws in (sender, receiver):
+        ws.send(event(1, "join", {"room": "fast"}).decode())
+        assert read_socketio(ws, lambda p: bool(acks(p)))
+    burst = 60
+    # 60 messages written as one segment: the server reads them from one recv.
+    sender.sock.sendall(
+        b"".join(
+            ws_frame(event(10 + n, "message", {"room": "fast", "text": f"m{n}"}))
+            for n in range(burst)
+        )
+    )
+    # Then one written a byte at a time: header, mask and payload each arrive in pieces.
+    piecemeal = ws_frame(event(10 + burst, "message", {"room": "fast", "text": f"m{burst}"}))
+    for byte in piecemeal:
+        sender.sock.sendall(bytes([byte]))
+        time.sleep(0.002)
+    total = burst + 1
+    sent = read_socketio(sender, lambda p: len(acks(p)) == total)
+    replies = acks(sent)
+    assert [ack for ack, _ in replies] == [10 + n for n in range(total)], "acks out of order"
+    ids = [reply["id"] for _, reply in replies]
+    assert all(reply["ok"] for _, reply in replies)
+    assert ids == sorted(ids) and len(set(ids)) == total, "handled out of order, or twice"
+    got = read_socketio(receiver, lambda p: len(broadcasts(p, "message")) == total)
+    seen = broadcasts(got, "message")
+    assert [m["text"] for m in seen] == [f"m{n}" for n in range(total)]
+    assert [m["id"] for m in seen] == ids
+    assert server.metric("chat_messages_total", room="fast", source="socket") == total
+    for ws in (sender, receiver):
+        ws.close()
