@@ -59,14 +59,21 @@ def test_values_from_outside_become_bounded_labels() -> None:
     assert rejection_label("csrf_failed") == "invalid_payload"
 
 
-def test_the_cached_text_exposition_is_what_prometheus_client_writes() -> None:
+@pytest.mark.parametrize("own_registry", [True, False], ids=["chat-registry", "plain-registry"])
+def test_the_cached_text_exposition_is_what_prometheus_client_writes(own_registry: bool) -> None:
+    """With the service's own registry the wrappers are read child by child; with any other
+    registry everything goes through `collect()`. Either way: `generate_latest`'s lines."""
     from prometheus_client.exposition import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
+    from service.telemetry.exposition import ChatRegistry
     from service.telemetry.metrics import LeaveReason
 
-    registry = CollectorRegistry(auto_describe=True)
-    metrics = ChatMetrics(2, registry=registry)
+    metrics = ChatMetrics(2, registry=None if own_registry else CollectorRegistry())
+    registry = metrics.registry
+    assert isinstance(registry, ChatRegistry) == own_registry
+    metrics.event_duration_seconds.labels("message").observe(1e-7)  # "1e-07": Go's notation
+    metrics.message_size_bytes.labels("http").observe(12345678.0)
     connections = ConnectionRegistry()
     telemetry = Telemetry(metrics)
     telemetry.attach(

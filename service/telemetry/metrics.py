@@ -34,7 +34,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from service.telemetry.exposition import ChatRegistry, TextExposition
 
 # `_created` samples double the series count and Prometheus has no use for them in text format.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -227,55 +228,6 @@ class RoomMembersCollector(Collector):
         yield GaugeMetricFamily("chat_room_members", "Users in each room now.", labels=["room"])
 
 
-class TextExposition:
-    """The Prometheus text format (0.0.4) of a registry, each series' `name{labels} ` kept.
-
-    prometheus-client's `generate_latest` validates and escapes every label name and value of
-    every sample on every scrape: with 100 rooms that is most of a scrape's 8-10 ms, spent on
-    the event loop while deliveries wait. Here a series' prefix is rendered the first time it is
-    seen and reused while the series exists; each render keeps only the prefixes it used, so
-    the cache never holds more than the series exported now. The output is line for line what
-    `generate_latest` writes (a test compares them).
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self._prefixes: dict[tuple[str, ...], str] = {}
-
-    def render(self) -> bytes:
-        previous: dict[tuple[str, ...], str] = self._prefixes
-        current: dict[tuple[str, ...], str] = {}
-        lines: list[str] = []
-        for metric in self.registry.collect():
-            name, kind = metric.name, metric.type
-            if kind == "counter":
-                name += "_total"
-            elif kind == "unknown":
-                kind = "untyped"
-            help_text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-            lines.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
-            for sample in metric.samples:
-                key = (sample.name, *sample.labels.values())
-                prefix = previous.get(key) or _series_prefix(sample.name, sample.labels)
-                current[key] = prefix
-                lines.append(f"{prefix}{floatToGoString(sample.value)}\n")  # type: ignore[no-untyped-call]
-        self._prefixes = current
-        return "".join(lines).encode()
-
-
-def _series_prefix(name: str, labels: Mapping[str, str]) -> str:
-    if not labels:
-        return name + " "
-    pairs = ",".join(
-        f'{key}="{_escape_label_value(value)}"' for key, value in sorted(labels.items())
-    )
-    return f"{name}{{{pairs}}} "
-
-
-def _escape_label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
 class ChatMetrics:
     """The service's metrics on one registry."""
 
@@ -284,7 +236,7 @@ class ChatMetrics:
         max_rooms: int,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or ChatRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(GC_COLLECTOR)

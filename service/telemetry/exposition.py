@@ -1,0 +1,153 @@
+"""`/metrics` in the Prometheus text format (0.0.4), rendered on the event loop in a few ms.
+
+prometheus-client's `generate_latest` builds every sample twice over (a `Sample` per child,
+then one per series with its labels merged into a new dict, then a `Metric` that copies them)
+and validates and escapes every label of every sample on every scrape: with 100 rooms, about
+1,000 lines, that is 5-10 ms of CPU while deliveries wait. `TextExposition` writes the same
+lines, in the same order, with less work:
+
+- the service's own metrics (prometheus-client `Counter`, `Gauge` and `Histogram` objects) are
+  read child by child, the way their own `collect()` reads them, without the merging;
+- a series' `name{labels} ` prefix is rendered the first time it is seen and reused while the
+  series exists (each render keeps only the prefixes it used, so the cache never outgrows the
+  series exported now), and so is the text of recent values (most are small whole numbers);
+- other collectors (process, platform, garbage collector, the room members collector) go
+  through their own `collect()`.
+
+`tests/test_telemetry.py` compares the output with `generate_latest`'s line for line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+_VALUE_MEMO_SIZE: Final = 4096  # texts of values kept between renders, at most
+
+
+class ChatRegistry(CollectorRegistry):
+    """A registry that keeps its collectors in registration order for `TextExposition`
+    (`generate_latest` writes them in that order)."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.collectors: list[Collector] = []
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self.collectors.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        self.collectors.remove(collector)
+
+
+# The wrappers read child by child: exactly these classes, whose `_child_samples` is theirs.
+_DIRECT: Final = frozenset({Counter, Gauge, Histogram})
+
+
+class TextExposition:
+    """The text format of `registry`, line for line what `generate_latest` writes."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._prefixes: dict[tuple[Any, ...], str] = {}
+        self._values: dict[float, str] = {}
+
+    def render(self) -> bytes:
+        previous = self._prefixes
+        current: dict[tuple[Any, ...], str] = {}
+        values = self._values
+        if len(values) > _VALUE_MEMO_SIZE:
+            values.clear()
+        lines: list[str] = []
+        add = lines.append
+        collectors = getattr(self.registry, "collectors", None)
+        for collector in collectors if collectors is not None else (self.registry,):
+            if type(collector) in _DIRECT:
+                _render_wrapper(collector, previous, current, values, add)
+                continue
+            for metric in collector.collect():
+                name, kind = metric.name, metric.type
+                if kind == "counter":
+                    name += "_total"
+                elif kind == "unknown":
+                    kind = "untyped"
+                add(f"# HELP {name} {_escape_help(metric.documentation)}\n# TYPE {name} {kind}\n")
+                for sample in metric.samples:
+                    key = (sample.name, *sample.labels.values())
+                    prefix = previous.get(key) or _series_prefix(sample.name, sample.labels)
+                    current[key] = prefix
+                    add(f"{prefix}{_value_text(sample.value, values)}\n")
+        self._prefixes = current
+        return "".join(lines).encode()
+
+
+def _render_wrapper(
+    wrapper: Any,
+    previous: dict[tuple[Any, ...], str],
+    current: dict[tuple[Any, ...], str],
+    values: dict[float, str],
+    add: Callable[[str], None],
+) -> None:
+    """A Counter, Gauge or Histogram: what its `collect()` yields, without building it twice."""
+    name, kind = wrapper._name, wrapper._type
+    family = name + "_total" if kind == "counter" else name
+    add(f"# HELP {family} {_escape_help(wrapper._documentation)}\n# TYPE {family} {kind}\n")
+    labelnames = wrapper._labelnames
+    if labelnames:
+        with wrapper._lock:
+            children = list(wrapper._metrics.items())
+    else:
+        children = [((), wrapper)]
+    if (
+        kind == "counter"
+    ):  # one sample a child, `_total`: read its value (what `_child_samples` does)
+        for labelvalues, child in children:
+            key = ("_total", name, labelvalues)
+            prefix = previous.get(key)
+            if prefix is None:
+                prefix = _series_prefix(
+                    name + "_total", dict(zip(labelnames, labelvalues, strict=True))
+                )
+            current[key] = prefix
+            add(f"{prefix}{_value_text(child._value.get(), values)}\n")
+        return
+    for labelvalues, child in children:
+        for suffix, sample_labels, value, *_ in child._child_samples():
+            key = (suffix, name, labelvalues, *sample_labels.values())
+            prefix = previous.get(key)
+            if prefix is None:
+                labels = dict(zip(labelnames, labelvalues, strict=True))
+                labels.update(sample_labels)
+                prefix = _series_prefix(name + suffix, labels)
+            current[key] = prefix
+            add(f"{prefix}{_value_text(value, values)}\n")
+
+
+def _value_text(value: float, memo: dict[float, str]) -> str:
+    text = memo.get(value)
+    if text is None:
+        text = memo[value] = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _series_prefix(name: str, labels: Mapping[str, str]) -> str:
+    if not labels:
+        return name + " "
+    pairs = ",".join(
+        f'{key}="{_escape_label_value(value)}"' for key, value in sorted(labels.items())
+    )
+    return f"{name}{{{pairs}}} "
+
+
+def _escape_label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
