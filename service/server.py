@@ -310,7 +310,9 @@ def run_eventlet(service: Service) -> None:
     listener = check_listening(
         service.host,
         service.port,
-        lambda: eventlet.listen((service.host, service.port), backlog=2048),
+        # Not SO_REUSEPORT (eventlet's default): a second chat-service on the same port would
+        # silently share it and take half the connections, instead of failing.
+        lambda: eventlet.listen((service.host, service.port), backlog=2048, reuse_port=False),
     )
     # Every accepted connection inherits this (Linux): with Nagle's algorithm on, an ack or a
     # delivery written after an earlier small write waits for the client's delayed ACK, up to

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -102,6 +102,19 @@ def test_a_port_in_use_is_one_service_failed_line_and_exit_1(mode: str, taken_po
     )
     assert failed["exception"].startswith("Traceback (most recent call last):")
     assert "OSError: [Errno 98] Address already in use" in failed["exception"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_chat_service_on_a_running_ones_port_fails(
+    mode: str, start_server: Callable[..., ChatServer]
+) -> None:
+    """Not a shared port: eventlet's listener would take SO_REUSEPORT unless told not to."""
+    running = start_server(async_mode=mode)
+    done = run_service(service_env(CHAT_PORT=str(running.port), CHAT_ASYNC_MODE=mode))
+    assert done.returncode == EXIT_FAILED, done.stdout
+    failed = assert_one_failure(json_lines(done.stdout))
+    assert "Address already in use" in failed["reason"]
+    assert responds(running.url)  # the first one serves on
 
 
 def test_on_a_terminal_a_port_in_use_is_one_readable_line(taken_port: int) -> None:
