@@ -22,6 +22,7 @@ from service.extension import EXTENSION_KEY, ChatParts
 from service.http import install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
+from service.probe import install_probe
 from service.queue import PooledRedisManager
 from service.ratelimit import RateLimiter
 from service.readiness import Readiness
@@ -83,6 +84,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
         ),
     )
+    # The end-to-end delivery probe (CHAT_PROBE_INTERVAL), under eventlet and gevent.
+    install_probe(app, settings, store, socketio, telemetry)
     return app
 
 

@@ -322,7 +322,8 @@ class ChatService:
         )
 
     def rooms(self) -> list[dict[str, Any]]:
-        active = self.store.active_rooms()
+        # Rooms named `_…` are the service's own (the delivery probe's `_probe`), never users'.
+        active = {n: m for n, m in self.store.active_rooms().items() if not n.startswith("_")}
         ordered = sorted(active.items(), key=lambda item: (-item[1], item[0]))
         return [{"name": name, "members": members} for name, members in ordered]
 

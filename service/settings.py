@@ -16,6 +16,7 @@ before it monkey-patches.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -59,6 +60,23 @@ def integer(minimum: int) -> Parser:
         return number
 
     return parse
+
+
+PROBE_INTERVAL_MIN_S: Final = 0.1
+
+
+def probe_seconds(value: object) -> float:
+    """Seconds between delivery probes: 0 (off), or a number of at least 0.1 (fractions too)."""
+    problem = f"expected 0 (off) or a number of seconds of at least {PROBE_INTERVAL_MIN_S}"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(problem)
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not math.isfinite(seconds) or (seconds != 0 and seconds < PROBE_INTERVAL_MIN_S):
+        raise ValueError(problem)
+    return seconds
 
 
 def text(value: object) -> str:
@@ -150,6 +168,8 @@ class Settings:
     log_message_text: bool = setting(True, boolean)  # message text in message_sent lines
     metrics_max_rooms: int = setting(100, integer(0))  # rooms with a room label of their own
     metrics_token: str | None = setting(None, optional_text)  # bearer token /metrics requires
+    # Seconds between end-to-end delivery probes (service.probe); 0 turns them off.
+    probe_interval: float = setting(10, probe_seconds)
     # A log line with a field LOG_EVENTS does not list raises instead of being written (tests).
     strict_logs: bool = setting(False, boolean)
 

@@ -21,6 +21,7 @@ from service.telemetry.metrics import (
     LeaveReason,
     LiveState,
     LoginResult,
+    ProbeFailure,
     RegistrationFailure,
     Source,
     bounded,
@@ -56,6 +57,7 @@ LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "unhandled_error": (ERROR, ("where",)),
     "service_failed": (ERROR, ("reason", "exception")),
     "log_lines_dropped": (WARNING, ("count",)),
+    "probe_failed": (WARNING, ("reason", "path", "peer", "waited_s", "error")),
 }
 
 _LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
@@ -288,3 +290,30 @@ class Telemetry:
     def log_lines_dropped(self, count: int) -> None:
         """The reader keeps up again: say how many lines before this one it never got."""
         self._write("log_lines_dropped", count=count)
+
+    # -- the delivery probe (service.probe) ---------------------------------------------------
+    def probe_delivered(self, seconds: float) -> None:
+        """A probe arrived (no line: a probe that works says nothing)."""
+        self.metrics.probe_delivery_seconds.observe(seconds)
+
+    def probe_failed(
+        self,
+        reason: ProbeFailure,
+        path: str,
+        peer: str,
+        waited_s: float,
+        error: str | None = None,
+    ) -> None:
+        """A probe that did not arrive in time (`timeout`) or could not be sent (`error`):
+        `path` says which way it took (`local`, `self`, `peer`), `peer` which process was to
+        receive it, `error` what failed (never user data: a step and an exception's text)."""
+        self.metrics.probe_failures_total.labels(reason).inc()
+        fields: dict[str, Any] = {
+            "reason": reason,
+            "path": path,
+            "peer": peer,
+            "waited_s": round(waited_s, 3),
+        }
+        if error is not None:
+            fields["error"] = error
+        self._write("probe_failed", **fields)

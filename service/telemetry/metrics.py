@@ -122,6 +122,13 @@ class RegistrationFailure(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
 
 
+class ProbeFailure(StrEnum):
+    """Why a delivery probe failed (`service.probe`)."""
+
+    TIMEOUT = "timeout"  # sent, but not delivered within the probe's timeout
+    ERROR = "error"  # could not be sent: the store, the message queue or the connection failed
+
+
 class SocketEvent(StrEnum):
     CONNECT = "connect"
     DISCONNECT = "disconnect"
@@ -169,6 +176,10 @@ def http_event(method: str, route: str) -> str:
 
 EVENT_DURATION_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+# From a loopback delivery (about a millisecond) to the probe's longest timeout (5 s).
+PROBE_DELIVERY_BUCKETS: Final = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
 MESSAGE_SIZE_BUCKETS: Final = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -331,6 +342,23 @@ class ChatMetrics:
             "Log lines not written: stdout's reader was too slow, or gone.",
             registry=r,
         )
+        # The delivery probe's (`service.probe`): registered by `enable_probe`, only when the
+        # probe runs, so a process without it does not export an SLI that nothing feeds.
+        self.probe_delivery_seconds = Histogram(
+            "chat_probe_delivery_seconds",
+            "End-to-end time of a delivery probe, from sending it to its arrival at a Socket.IO "
+            "connection (through another process and back, for a peer).",
+            buckets=PROBE_DELIVERY_BUCKETS,
+            registry=None,
+        )
+        self.probe_failures_total = Counter(
+            "chat_probe_failures_total",
+            "Delivery probes that did not arrive in time, or could not be sent, by reason.",
+            ["reason"],
+            registry=None,
+        )
+        for probe_failure in ProbeFailure:
+            self.probe_failures_total.labels(probe_failure)
         self._room_members_collector: RoomMembersCollector | None = None
         self._precreate()
         self.exposition = TextExposition(self.registry)
@@ -350,6 +378,11 @@ class ChatMetrics:
             self.requests_rejected_total.labels(request_rejection)
         for event in SocketEvent:
             self.event_duration_seconds.labels(event)
+
+    def enable_probe(self) -> None:
+        """The delivery probe runs: export its metrics (every series at 0 from now)."""
+        self.registry.register(self.probe_delivery_seconds)
+        self.registry.register(self.probe_failures_total)
 
     def precreate_http_routes(self, routes: Iterable[tuple[str, str]]) -> None:
         """An `event` latency series for every (method, route) the app serves."""
