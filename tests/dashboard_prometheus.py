@@ -3,7 +3,9 @@
 `Prometheus(target, workdir).start()` writes a prometheus.yml derived from
 dashboards/prometheus/prometheus.yml (same job and rules, the target replaced, everything every
 second), runs /usr/bin/prometheus on a free loopback port with its TSDB in `workdir`, and
-answers PromQL through the HTTP API the way Grafana asks it.
+answers PromQL through the HTTP API the way Grafana asks it. The shipped `alerting:` block is
+dropped (a test Prometheus never notifies a real Alertmanager on :9093) unless `alertmanager` names
+the test's own; `rules_file` loads a copy of the rules instead of the shipped ones.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -30,14 +33,25 @@ class Prometheus:
     """One Prometheus process scraping `target` every second."""
 
     def __init__(
-        self, program: str, target: str, workdir: Path, token_file: Path | None = None
+        self,
+        program: str,
+        target: str,
+        workdir: Path,
+        token_file: Path | None = None,
+        rules_file: Path | None = None,
+        alertmanager: str | None = None,
     ) -> None:
         """`token_file`: scrape with the bearer token in it, as the shipped config's commented
-        `authorization` block shows (the block is taken from the file, uncommented)."""
+        `authorization` block shows (the block is taken from the file, uncommented).
+        `rules_file`: the rules to load instead of the shipped alerts.yml. `alertmanager`: the
+        URL of an Alertmanager to send alerts to, in place of the shipped `alerting:` target
+        (without it, the test Prometheus sends alerts nowhere)."""
         self.program = program
         self.target = target
         self.workdir = workdir
         self.token_file = token_file
+        self.rules_file = rules_file or ALERT_RULES
+        self.alertmanager = alertmanager
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_file = workdir / "prometheus.yml"
@@ -47,7 +61,18 @@ class Prometheus:
     def write_config(self) -> Path:
         config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
         config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-        config["rule_files"] = [str(ALERT_RULES)]
+        config["rule_files"] = [str(self.rules_file)]
+        alerting = config.pop("alerting", None)
+        if self.alertmanager is not None:
+            # The shipped block's one Alertmanager entry, its target replaced by the test's.
+            (alertmanager,) = alerting["alertmanagers"]
+            url = urlsplit(self.alertmanager)
+            alertmanager.update(
+                scheme=url.scheme,
+                path_prefix=url.path or "/",
+                static_configs=[{"targets": [url.netloc]}],
+            )
+            config["alerting"] = alerting
         (job,) = [c for c in config["scrape_configs"] if c["job_name"] == JOB]
         job["static_configs"] = [{"targets": [self.target]}]
         if self.token_file is not None:
@@ -114,6 +139,10 @@ class Prometheus:
         """What Grafana's `label_values(match, label)` variable query lists."""
         params = {"match[]": match, "start": f"{start:.3f}", "end": f"{end:.3f}"}
         return self._get(f"/api/v1/label/{label}/values", params)  # type: ignore[no-any-return]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts pending or firing now (`/api/v1/alerts`)."""
+        return self._get("/api/v1/alerts", {})["alerts"]  # type: ignore[no-any-return]
 
     def rules(self) -> list[dict[str, Any]]:
         groups = self._get("/api/v1/rules", {})["groups"]
