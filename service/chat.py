@@ -373,11 +373,17 @@ class ChatService:
             retry_after = self.limiter.hit(self.message_rate_limit, "message", user)
             if retry_after is not None:
                 raise ChatError("rate_limited", "you are sending too fast", retry_after=retry_after)
+            message = self.store.append_message(room, user, text, utc_now_iso())
+            self.broadcaster.emit("message", message.as_dict(), room)
         except ChatError as refusal:
             self.telemetry.message_rejected(user, clip(room_value), source, refusal.code)
             raise
-        message = self.store.append_message(room, user, text, utc_now_iso())
-        self.broadcaster.emit("message", message.as_dict(), room)
+        except Exception:
+            # The server failed it (the store or the queue, for a limiter on Redis as well): an
+            # `internal_error` for the sender, counted as one, which the message SLO counts as
+            # bad. The door still reports the failure itself (`unhandled_error`).
+            self.telemetry.message_rejected(user, clip(room_value), source, "internal_error")
+            raise
         self.telemetry.message_sent(user, room, message.id, source, text)
         return message
 

@@ -428,6 +428,54 @@ def test_a_join_whose_store_call_fails_leaves_no_half_member(
     assert store.active_rooms() == {}
 
 
+@pytest.mark.parametrize("failing", ["append_message", "is_member"])
+def test_a_message_the_store_fails_is_one_counted_internal_error(
+    make_app: Callable[..., Flask],
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+) -> None:
+    """Through both doors: refused as `internal_error`, one `message_rejected` line and one count
+    of `chat_messages_rejected_total{reason="internal_error"}` (the message SLO's bad events),
+    nothing stored. (`is_member` is the HTTP door's membership check; a socket checks its own.)"""
+    redis_server.client().flushdb()
+    chat = InProcess(make_app(STORE=redis_server.url()))
+    alice = chat.socket("alice", "lobby")
+    http = chat.app.test_client()
+    body = {"username": "alice", "password": "correct horse battery"}
+    assert http.post("/login", json=body).status_code == 200
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Redis is not answering")
+
+    def failures(source: str) -> float:
+        registry = parts_of(chat.app).telemetry.metrics.registry
+        value = registry.get_sample_value(
+            "chat_messages_rejected_total", {"source": source, "reason": "internal_error"}
+        )
+        return float(value or 0.0)
+
+    monkeypatch.setattr(chat.store, failing, unreachable)
+    with structlog.testing.capture_logs() as logs:
+        if failing == "append_message":
+            ack = alice.emit("message", {"room": "lobby", "text": "lost?"}, callback=True)
+            assert (ack["ok"], ack["error"]) == (False, "internal_error")
+        reply = http.post("/send", json={"room": "lobby", "text": "lost too?"})
+        assert reply.status_code == 500 and reply.json["error"] == "internal_error"
+    sources = ["socket", "http"] if failing == "append_message" else ["http"]
+    rejected = [e for e in logs if e["event"] == "message_rejected"]
+    assert [(e["source"], e["reason"], e["room"]) for e in rejected] == [
+        (source, "internal_error", "lobby") for source in sources
+    ]
+    assert {source: failures(source) for source in ("socket", "http")} == {
+        "socket": 1.0 if failing == "append_message" else 0.0,
+        "http": 1.0,
+    }
+    assert not [e for e in logs if e["event"] == "message_sent"]
+    monkeypatch.undo()
+    assert chat.store.history("lobby", after=0, limit=10) == []
+
+
 def test_no_join_reaches_a_store_that_still_owes_a_leave(
     make_app: Callable[..., Flask],
     redis_server: RedisServer,
