@@ -1,9 +1,10 @@
 """The PromQL that dashboards/ ships, read the way Grafana and Prometheus read it.
 
 `panel_targets()` lists every query of every dashboard, `alert_rules()` every alert rule,
-`selectors()` finds the series selectors of an expression (metric name, label matchers, range,
-the function around it) without a PromQL parser, and `expand()` fills in Grafana's variables
-as Grafana would before sending the query to Prometheus.
+`recording_rules()` every recording rule (the SLO error ratios), `selectors()` finds the
+series selectors of an expression (metric name, label matchers, range, the function around
+it) without a PromQL parser, and `expand()` fills in Grafana's variables as Grafana would
+before sending the query to Prometheus.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ PROMETHEUS_DIR = DASHBOARDS / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERT_RULES = PROMETHEUS_DIR / "alerts.yml"
 ALERT_RULE_TESTS = PROMETHEUS_DIR / "alerts_test.yml"
+# promtool unit tests of alerts.yml: the alerts, the SLO rules, the SLO rules over days.
+RULE_TEST_FILES = (
+    ALERT_RULE_TESTS,
+    PROMETHEUS_DIR / "slo_test.yml",
+    PROMETHEUS_DIR / "slo_days_test.yml",
+)
 
 # Series Prometheus makes itself for every target: a rule may name them, no exporter does.
 PROMETHEUS_SYNTHETIC = frozenset(
@@ -91,9 +98,18 @@ def panel_targets() -> list[Target]:
     return found
 
 
-def alert_rules() -> list[dict[str, Any]]:
+def rules() -> list[dict[str, Any]]:
+    """Every rule of alerts.yml, alerting and recording, in file order."""
     groups = yaml.safe_load(ALERT_RULES.read_text(encoding="utf-8"))["groups"]
-    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "record" in rule]
 
 
 # -- scanning PromQL -----------------------------------------------------------------------------

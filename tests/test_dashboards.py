@@ -5,7 +5,8 @@ Three layers:
 * static: the dashboard JSON follows grafana/dashboard-linter's rules (stable uid, a datasource
   variable, `job`/`instance` in every selector, `$__rate_interval` in every rate, a unit and a
   description on every panel), Grafana's provisioning finds it, and promtool accepts the
-  scrape config and rules and passes the rules' unit tests;
+  scrape config and rules and passes the rules' unit tests (every alert firing and quiet,
+  every SLO recording rule's value);
 * names: every metric a panel or rule names is one a live server exports, and every `chat_`
   metric it exports is on a panel;
 * live: a real server and a real Prometheus scraping it every second, a scripted scenario, then
@@ -21,6 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,12 @@ import yaml
 from chatserver import ChatServer, RecordingClient, require_program, wait_until
 from dashboard_prometheus import JOB, Prometheus, sample_value
 from dashboard_promql import (
-    ALERT_RULE_TESTS,
     ALERT_RULES,
     DASHBOARDS,
     GRAFANA_DASHBOARDS,
     PROMETHEUS_CONFIG,
     PROMETHEUS_SYNTHETIC,
+    RULE_TEST_FILES,
     Target,
     alert_rules,
     dashboard_files,
@@ -45,7 +47,9 @@ from dashboard_promql import (
     metric_names,
     panel_targets,
     panels,
+    recording_rules,
     regex_value,
+    rules,
     selectors,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -192,46 +196,86 @@ def test_grafana_provisioning_loads_this_folder() -> None:
 
 
 # -- static: Prometheus configuration and rules --------------------------------------------------
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     program = require_program("promtool")
     return subprocess.run(
-        [program, *args], cwd=ALERT_RULES.parent, capture_output=True, text=True, timeout=120
+        [program, *args], cwd=ALERT_RULES.parent, capture_output=True, text=True, timeout=timeout
     )
 
 
 def test_promtool_accepts_the_scrape_config_and_rules() -> None:
     config = promtool("check", "config", PROMETHEUS_CONFIG.name)
     assert config.returncode == 0, config.stdout + config.stderr
-    rules = promtool("check", "rules", ALERT_RULES.name)
-    assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in rules.stdout
+    checked = promtool("check", "rules", ALERT_RULES.name)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in checked.stdout
 
 
 def test_alert_rule_unit_tests_pass() -> None:
-    result = promtool("test", "rules", ALERT_RULE_TESTS.name)
+    # The SLO tests replay hours and days of series: seconds of work, more on a busy machine.
+    result = promtool("test", "rules", *(path.name for path in RULE_TEST_FILES), timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def rule_test_suites() -> list[dict[str, Any]]:
+    suites = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in RULE_TEST_FILES]
+    for path, suite in zip(RULE_TEST_FILES, suites, strict=True):
+        assert suite["rule_files"] == [ALERT_RULES.name], path.name
+    return suites
+
+
 def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
-    suite = yaml.safe_load(ALERT_RULE_TESTS.read_text(encoding="utf-8"))
-    assert suite["rule_files"] == [ALERT_RULES.name]
+    cases = [case for suite in rule_test_suites() for case in suite["tests"]]
     fires: set[str] = set()
     quiet: set[str] = set()
-    for case in suite["tests"]:
+    for case in cases:
         for check in case.get("alert_rule_test", []):
             (fires if check["exp_alerts"] else quiet).add(check["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
     assert names <= fires, f"never shown firing: {names - fires}"
     assert names <= quiet, f"never shown quiet: {names - quiet}"
-    for case in suite["tests"]:
+    for case in cases:
         # Each case also has series that must not fire: the firing list names fewer
         # instances/labels than the input has.
         firing = {
             str(sorted(alert["exp_labels"].items()))
-            for check in case["alert_rule_test"]
+            for check in case.get("alert_rule_test", [])
             for alert in check["exp_alerts"]
         }
         assert len(case["input_series"]) > len(firing), case["name"]
+
+
+def test_every_recording_rule_is_unit_tested_with_its_value() -> None:
+    checked: set[str] = set()
+    for suite in rule_test_suites():
+        for case in suite["tests"]:
+            for check in case.get("promql_expr_test", []):
+                assert check["exp_samples"], f"{check['expr']}: no value expected"
+                checked |= metric_names(check["expr"])
+    names = {rule["record"] for rule in recording_rules()}
+    assert names <= checked, f"never checked: {names - checked}"
+
+
+# The SLO windows (README, Service levels), and the burn-rate alerts' pairs of them.
+SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def test_slo_recording_rules_differ_only_in_their_window() -> None:
+    """Each SLO's error ratio is recorded over every window, from one expression: a rule whose
+    range selectors are not its own window (a copy-paste slip promtool's steady-state values
+    cannot see) fails here."""
+    by_slo: dict[str, dict[str, str]] = {}
+    for rule in recording_rules():
+        match = re.fullmatch(r"job:(chat_\w+_errors):ratio_rate(\w+)", rule["record"])
+        assert match, f"{rule['record']}: not level:metric:operations with a window"
+        slo, window = match.groups()
+        ranges = {s.range for s in selectors(rule["expr"]) if s.range is not None}
+        assert ranges == {window}, (rule["record"], ranges)
+        by_slo.setdefault(slo, {})[window] = rule["expr"].replace(f"[{window}]", "[window]")
+    assert set(by_slo) == {"chat_probe_errors", "chat_message_errors"}
+    for slo, exprs in by_slo.items():
+        assert tuple(exprs) == SLO_WINDOWS, slo
+        assert len(set(exprs.values())) == 1, f"{slo}: the windows' expressions differ"
 
 
 def test_every_alert_says_what_broke_and_selects_the_scrape_job() -> None:
@@ -239,11 +283,34 @@ def test_every_alert_says_what_broke_and_selects_the_scrape_job() -> None:
     assert [c["job_name"] for c in config["scrape_configs"]] == [JOB]
     assert config["rule_files"] == [ALERT_RULES.name]
     for rule in alert_rules():
-        assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
+        # page/ticket: the SLO burn-rate alerts (someone now / within days).
+        severities = ("critical", "warning", "info", "page", "ticket")
+        assert rule["labels"]["severity"] in severities, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         assert re.fullmatch(r"Chat[A-Za-z]+", rule["alert"])
+    for rule in rules():
         for selector in selectors(rule["expr"]):
-            assert selector.matchers.get("job") == ("=", JOB), (rule["alert"], selector)
+            name = rule.get("alert") or rule["record"]
+            assert selector.matchers.get("job") == ("=", JOB), (name, selector)
+
+
+def test_dashboards_readme_lists_every_row_and_alert() -> None:
+    """dashboards/README.md's tables: a line per dashboard row, and per alert with its
+    severity (its last column)."""
+    text = (DASHBOARDS / "README.md").read_text(encoding="utf-8")
+    table_rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ")
+    ]
+    listed = {cells[0] for cells in table_rows}
+    for dashboard in all_dashboards():
+        for row in dashboard["panels"]:
+            if row["type"] == "row":
+                assert row["title"] in listed, f"dashboards/README.md has no row {row['title']}"
+    severities = {cells[0].strip("`"): cells[-1] for cells in table_rows}
+    for rule in alert_rules():
+        assert severities.get(rule["alert"]) == rule["labels"]["severity"], rule["alert"]
 
 
 # -- names: against a live server's /metrics -----------------------------------------------------
@@ -267,21 +334,39 @@ def names_on_panels() -> set[str]:
 
 
 def names_in_rules() -> set[str]:
-    return {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+    """What the rules read from the service: the recording rules' own series aside."""
+    recorded = {rule["record"] for rule in recording_rules()}
+    return {name for rule in rules() for name in metric_names(rule["expr"])} - recorded
 
 
-def test_dashboards_and_rules_name_only_exported_metrics(chat_server: ChatServer) -> None:
-    exported = set().union(*(names for _, names in exported_families(chat_server).values()))
+@pytest.fixture(scope="module")
+def probing_server() -> Iterator[ChatServer]:
+    """A server with the delivery probe on (its metrics exist only while it runs)."""
+    server = ChatServer(env={"CHAT_PROBE_INTERVAL": "10"}).start()
+    yield server
+    server.stop()
+    server.assert_every_line_json()
+
+
+def test_dashboards_and_rules_name_only_exported_metrics(probing_server: ChatServer) -> None:
+    exported = set().union(*(names for _, names in exported_families(probing_server).values()))
     for source, used in (("dashboards", names_on_panels()), ("alerts.yml", names_in_rules())):
         unknown = used - exported - PROMETHEUS_SYNTHETIC
         assert not unknown, f"{source} names metrics the service does not export: {unknown}"
+    recorded = {rule["record"] for rule in recording_rules()}
+    assert not recorded & exported, "a recording rule must not shadow an exported metric"
+    for rule in alert_rules():
+        for name in metric_names(rule["expr"]):
+            assert name in exported | recorded | PROMETHEUS_SYNTHETIC, (rule["alert"], name)
 
 
-def test_every_exported_chat_metric_is_on_a_panel(chat_server: ChatServer) -> None:
+def test_every_exported_chat_metric_is_on_a_panel(probing_server: ChatServer) -> None:
     on_panels = names_on_panels()
+    families = exported_families(probing_server)
+    assert "chat_probe_delivery_seconds" in families, "the probe's metrics are not exported"
     missing = [
         name
-        for name, (_, samples) in exported_families(chat_server).items()
+        for name, (_, samples) in families.items()
         if name.startswith("chat_") and not samples & on_panels
     ]
     assert not missing, f"exported but on no panel: {missing}"
@@ -294,6 +379,10 @@ HTTP_TEXT = "ciao 👋 come va, tutto bene?"  # 30 UTF-8 bytes
 # Rooms get their own label in the order they become active, so with a cap of 3 the
 # first three keep theirs and extra-1, extra-2 are counted under room="_other".
 MAX_ROOMS = 3
+# The delivery probe runs every second (its timeout: 0.75 s) and is waited for this many
+# times before the final scrape.
+PROBE_INTERVAL = "1"
+MIN_PROBES = 3
 
 
 @dataclass
@@ -443,13 +532,17 @@ def play_scenario(scraped: Scraped) -> None:
     assert erin1.request("leave", {"room": "lobby"})["ok"]
     disconnect(bob1, "bob")
     assert alice2.request("leave", {"room": "dev"})["ok"]
+    # The probe has been sending all along, and the chat holds still while it sends a few more.
+    wait_until(lambda: (server.metric("chat_probe_delivery_seconds_count") or 0) >= MIN_PROBES, 30)
     scrape()
 
 
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     program = require_program("prometheus")
-    server = ChatServer(env={"CHAT_METRICS_MAX_ROOMS": str(MAX_ROOMS)}).start()
+    server = ChatServer(
+        env={"CHAT_METRICS_MAX_ROOMS": str(MAX_ROOMS), "CHAT_PROBE_INTERVAL": PROBE_INTERVAL}
+    ).start()
     prometheus = Prometheus(program, f"127.0.0.1:{server.port}", tmp_path_factory.mktemp("prom"))
     result = Scraped(server, prometheus)
     try:
@@ -563,6 +656,40 @@ def check_sizes(scraped: Scraped, result: Result, quantile: bool) -> None:
             assert values[source] == pytest.approx(size), (source, values)
 
 
+def probes_failed(scraped: Scraped, until: float) -> int:
+    """probe_failed lines the server wrote up to `until` (and a second more: a failure counted
+    just before a scrape may be logged just after it)."""
+    return sum(
+        1
+        for line in scraped.server.logged("probe_failed")
+        if datetime.fromisoformat(line["timestamp"]).timestamp() <= until + 1
+    )
+
+
+def check_probe_sli(scraped: Scraped, value: float, perfect: float) -> None:
+    """A probe SLO panel's value: `perfect` (SLI 1, budget 1, burn 0) when no probe failed
+    (none arrives late: the timeout, 0.75 s, comes before the SLO's 1 s); with failures, as
+    bad as they make it (a few at most on a busy machine)."""
+    if probes_failed(scraped, scraped.at) == 0:
+        assert value == perfect, value
+    else:
+        assert value <= 1 if perfect == 1 else value >= 0, value
+
+
+def check_probe_latency(scraped: Scraped, result: Result) -> None:
+    values = by(result, "instance")
+    assert set(values) == {f"127.0.0.1:{scraped.server.port}"}, values
+    # A loopback delivery takes milliseconds; none is observed past the 0.75 s timeout.
+    assert all(0 < value <= 1 for value in values.values()), values
+
+
+def check_probe_failures(scraped: Scraped, result: Result) -> None:
+    values = by(result, "reason")
+    assert set(values) == {"timeout", "error"}, values
+    if probes_failed(scraped, scraped.at) == 0:
+        assert set(values.values()) == {0}, values
+
+
 Check = Callable[[Scraped, Result], None]
 
 EXPECTATIONS: dict[tuple[str, str], Check] = {
@@ -572,6 +699,19 @@ EXPECTATIONS: dict[tuple[str, str], Check] = {
     ("Messages per second", "A"): lambda s, r: only(r) > 0,
     ("Members beyond the room cap", "A"): lambda s, r: pytest.approx(2) == only(r),
     ("Instances up", "A"): lambda s, r: pytest.approx(1) == only(r),
+    # The probe's SLO panels: see check_probe_sli. No message failed with internal_error.
+    ("SLI now", "A"): lambda s, r: check_probe_sli(s, only(r), perfect=1) is None,
+    ("SLI now", "B"): lambda s, r: only(r) == 1,
+    ("Error budget remaining", "A"): lambda s, r: check_probe_sli(s, only(r), perfect=1) is None,
+    ("Error budget remaining", "B"): lambda s, r: only(r) == 1,
+    ("Burn rate", "A"): lambda s, r: check_probe_sli(s, only(r), perfect=0) is None,
+    ("Burn rate", "B"): lambda s, r: only(r) == 0,
+    ("Probe delivery p50 / p99 by instance", "A"): lambda s, r: check_probe_latency(s, r) is None,
+    ("Probe delivery p50 / p99 by instance", "B"): lambda s, r: check_probe_latency(s, r) is None,
+    ("Probes delivered and failed", "A"): lambda s, r: (
+        positive(r, "instance") == {f"127.0.0.1:{s.server.port}"}
+    ),
+    ("Probes delivered and failed", "B"): lambda s, r: check_probe_failures(s, r) is None,
     ("Version", "A"): lambda s, r: (
         by(r, "version", "async_mode", "store")
         == {(s.server.logged("service_started")[0]["version"], "eventlet", "memory"): 1}
@@ -694,21 +834,49 @@ def test_variables_list_what_was_scraped(scraped: Scraped) -> None:
 @pytest.mark.prometheus
 def test_alert_rules_evaluate_on_the_live_metrics(scraped: Scraped) -> None:
     """The shipped rules, loaded by the real Prometheus: no evaluation error, the room-cap
-    overflow the scenario caused is noticed, and the few bad logins and rejected messages
-    are not mistaken for an attack."""
+    overflow the scenario caused is noticed, the few bad logins and rejected messages are
+    not mistaken for an attack, and no message failed, so the message SLO is not burning."""
 
     def states() -> dict[str, str]:
-        rules = scraped.prometheus.rules()
-        for rule in rules:
+        loaded = scraped.prometheus.rules()
+        for rule in loaded:
             assert rule["health"] == "ok", rule
-        return {rule["name"]: rule["state"] for rule in rules}
+        return {rule["name"]: rule["state"] for rule in loaded if rule["type"] == "alerting"}
 
     wait_until(lambda: states()["ChatRoomMetricsOverflow"] != "inactive", timeout=15)
     now = states()
     assert set(now) == {rule["alert"] for rule in alert_rules()}
-    # The latency alerts depend on how busy the test machine is, the others on counts alone.
-    for quiet in ("ChatServiceDown", "ChatLoginFailuresSpiking", "ChatMessagesRejectedHigh"):
+    # The latency alerts depend on how busy the test machine is, the probe's SLO alerts too
+    # (one probe late in the first minutes is a large share); the others on counts alone.
+    for quiet in (
+        "ChatServiceDown",
+        "ChatLoginFailuresSpiking",
+        "ChatMessagesRejectedHigh",
+        "ChatMessageErrorBudgetBurnFast",
+        "ChatMessageErrorBudgetBurnSlow",
+    ):
         assert now[quiet] == "inactive", (quiet, now)
+
+
+@pytest.mark.prometheus
+def test_slo_recording_rules_record_the_live_error_ratios(scraped: Scraped) -> None:
+    """Every SLO window's error ratio is recorded for the job: 0 for messages (none failed),
+    0 for probes unless one failed, and then what the failures make it."""
+
+    def recorded(name: str) -> dict[Any, float]:
+        return by(scraped.prometheus.query(f'{name}{{job="{JOB}"}}'), "job")
+
+    names = [rule["record"] for rule in recording_rules()]
+    wait_until(lambda: all(recorded(name) for name in names), timeout=15)
+    values = {name: recorded(name) for name in names}
+    # Read after the values: a failure they count has been logged by now.
+    failed = probes_failed(scraped, time.time())
+    for name, value in values.items():
+        assert set(value) == {JOB}, (name, value)
+        if name.startswith("job:chat_message_errors:") or not failed:
+            assert value[JOB] == 0, (name, value)
+        else:
+            assert 0 <= value[JOB] <= 1, (name, value)
 
 
 @pytest.mark.prometheus
