@@ -457,6 +457,17 @@ def websocket_client_class() -> Any:
             super().handshake()
             self.connected = self._handle_events()
 
+        def _thread(self) -> None:
+            # Under eventlet a socket closed while its reader waits raises EOFError, which
+            # simple-websocket 1.1.0 does not catch (it catches OSError): the thread died with
+            # a traceback on stderr whenever the server closed the probe's connection first,
+            # as it does at every stop. Either way the connection is over.
+            try:
+                super()._thread()
+            except EOFError:
+                self.connected = False
+                self.event.set()
+
     return Client
 
 
