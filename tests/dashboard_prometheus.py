@@ -5,7 +5,8 @@ dashboards/prometheus/prometheus.yml (same job and rules, the target replaced, e
 second), runs /usr/bin/prometheus on a free loopback port with its TSDB in `workdir`, and
 answers PromQL through the HTTP API the way Grafana asks it. The shipped `alerting:` block is
 dropped (a test Prometheus never notifies a real Alertmanager on :9093) unless `alertmanager` names
-the test's own; `rules_file` loads a copy of the rules instead of the shipped ones.
+the test's own; `rules_file` loads a copy of the rules instead of the shipped ones. `target`
+may also be a list of targets (several processes), all scraped in the one job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,12 +32,12 @@ class PrometheusError(AssertionError):
 
 
 class Prometheus:
-    """One Prometheus process scraping `target` every second."""
+    """One Prometheus process scraping `target` (or each of several) every second."""
 
     def __init__(
         self,
         program: str,
-        target: str,
+        target: str | Sequence[str],
         workdir: Path,
         token_file: Path | None = None,
         rules_file: Path | None = None,
@@ -48,6 +50,7 @@ class Prometheus:
         (without it, the test Prometheus sends alerts nowhere)."""
         self.program = program
         self.target = target
+        self.targets = [target] if isinstance(target, str) else list(target)
         self.workdir = workdir
         self.token_file = token_file
         self.rules_file = rules_file or ALERT_RULES
@@ -74,7 +77,7 @@ class Prometheus:
             )
             config["alerting"] = alerting
         (job,) = [c for c in config["scrape_configs"] if c["job_name"] == JOB]
-        job["static_configs"] = [{"targets": [self.target]}]
+        job["static_configs"] = [{"targets": self.targets}]
         if self.token_file is not None:
             job.update(shipped_authorization_block())
             job["authorization"]["credentials_file"] = str(self.token_file)
@@ -149,7 +152,8 @@ class Prometheus:
         return [rule for group in groups for rule in group["rules"]]
 
     def last_scrape(self) -> float:
-        """When the last scrape of the chat target started (its samples' timestamp), or 0."""
+        """When the last scrape of the chat target started (its samples' timestamp; of several
+        targets, the latest), or 0."""
         up = f'up{{job="{JOB}"}}'
         # timestamp() of the selector itself: of a filtered vector it would be the query time.
         result = self.query(f"max(timestamp({up}) and {up} == 1)")
