@@ -26,7 +26,7 @@ probe is expected by this process's own connection (`path` `self`) and by every 
 this process's own connection (`path` `local`).
 
 Each expected arrival is one observation of `chat_probe_delivery_seconds` (from the store step
-to the arrival) or, when it is not there within the timeout (three quarters of the interval, at
+to the arrival) or, when it is not there within the timeout (half the interval, at
 most 5 s), one `timeout` in `chat_probe_failures_total` and one `probe_failed` line naming the
 path and the process. A probe that cannot be sent at all (the store, the queue or the probe's
 connection fails) is one `error` and one line. A listener that stopped receiving (python-socketio
@@ -85,7 +85,7 @@ LOCAL: Final = "local"  # no message queue: this process's broadcast to its own 
 SELF: Final = "self"  # through the message queue back to this process's own connection
 PEER: Final = "peer"  # through the message queue to another process, and its answer back
 
-TIMEOUT_SHARE: Final = 0.75  # of the interval: a probe sent after a fault fails within 2
+TIMEOUT_SHARE: Final = 0.5  # of the interval: a fault is seen within 1.5 intervals (2 asked)
 TIMEOUT_MAX_S: Final = 5.0  # the longest a probe waits (the histogram's last bucket)
 MAX_IN_FLIGHT: Final = 16  # probes waiting at once; an older one is failed to make place
 CONNECT_TIMEOUT_S: Final = 5.0  # for each step of the probe connection's handshake

@@ -379,7 +379,7 @@ HTTP_TEXT = "ciao 👋 come va, tutto bene?"  # 30 UTF-8 bytes
 # Rooms get their own label in the order they become active, so with a cap of 3 the
 # first three keep theirs and extra-1, extra-2 are counted under room="_other".
 MAX_ROOMS = 3
-# The delivery probe runs every second (its timeout: 0.75 s) and is waited for this many
+# The delivery probe runs every second (its timeout: 0.5 s) and is waited for this many
 # times before the final scrape.
 PROBE_INTERVAL = "1"
 MIN_PROBES = 3
@@ -668,7 +668,7 @@ def probes_failed(scraped: Scraped, until: float) -> int:
 
 def check_probe_sli(scraped: Scraped, value: float, perfect: float) -> None:
     """A probe SLO panel's value: `perfect` (SLI 1, budget 1, burn 0) when no probe failed
-    (none arrives late: the timeout, 0.75 s, comes before the SLO's 1 s); with failures, as
+    (none arrives late: the timeout, 0.5 s, comes before the SLO's 1 s); with failures, as
     bad as they make it (a few at most on a busy machine)."""
     if probes_failed(scraped, scraped.at) == 0:
         assert value == perfect, value
@@ -679,7 +679,7 @@ def check_probe_sli(scraped: Scraped, value: float, perfect: float) -> None:
 def check_probe_latency(scraped: Scraped, result: Result) -> None:
     values = by(result, "instance")
     assert set(values) == {f"127.0.0.1:{scraped.server.port}"}, values
-    # A loopback delivery takes milliseconds; none is observed past the 0.75 s timeout.
+    # A loopback delivery takes milliseconds; none is observed past the 0.5 s timeout.
     assert all(0 < value <= 1 for value in values.values()), values
 
 

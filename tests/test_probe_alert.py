@@ -1,7 +1,7 @@
 """From a deaf listener to its page: the time it takes, measured on real processes.
 
 Two `chat-service` processes share one real `redis-server` (`CHAT_STORE`, `CHAT_MESSAGE_QUEUE`)
-and probe every `INTERVAL` (1 s; the timeout is three quarters of it). One reaches Redis
+and probe every `INTERVAL` (1 s; the timeout is half of it). One reaches Redis
 through tests/test_probe.py's `DeafeningProxy`, which can drop what Redis sends to that
 process's pub/sub listener and nothing else (python-socketio issue #1581 as the rest of the
 system sees it). A real Prometheus (tests/dashboard_prometheus.py) scrapes both processes in
@@ -12,7 +12,7 @@ seen both deliver, the test makes the one process deaf and measures:
 
 (a) deaf -> that process's first `probe_failed` line (its log's own timestamp), asserted
     within two probe intervals: its next probe is sent within one interval and times out
-    0.75 interval later (service/probe.py);
+    0.5 interval later (service/probe.py);
 (b) deaf -> Prometheus reporting `ChatProbeErrorBudgetBurnFast` firing (GET /api/v1/alerts,
     polled every 50 ms), asserted within `alert_bound()`: the two intervals of (a), one more
     probe round (each round adds three failures: the deaf process misses its own probe and
