@@ -62,6 +62,20 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def screenshots_everywhere(page: Page, name: str) -> list[Path]:
+    """`name` at 1280x800 and 390x844, light and dark (the page is left at 1280x800, light)."""
+    paths = []
+    for size_name, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.wait_for_timeout(300)  # the layout settles (drawers slide at a width change)
+            paths.append(screenshot(page, f"{name}-{size_name}-{scheme}"))
+    page.set_viewport_size(DESKTOP)
+    page.emulate_media(color_scheme="light")
+    return paths
+
+
 @dataclass
 class Person:
     """One person in their own browser context (own cookies, own storage)."""
@@ -402,6 +416,33 @@ def test_presence_typing_and_unread_counts(
     alice.open_room(first)
     expect(members).to_have_count(1)
     expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
+
+
+def test_one_day_divider_per_day_with_join_and_leave_notices_between(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("notices")
+    person = open_person(chat_server.url)
+    person.join(room)
+    person.say("first")
+    person.wait_for_texts(["first"])
+    expected = ["first"]
+    for n in range(2):
+        name = unique("visitor")
+        visitor = socket_user(chat_server, room, name)
+        expect(person.page.locator("#messages .system-note").last).to_have_text(f"{name} joined")
+        person.say(f"after join {n}")
+        visitor.disconnect()
+        expect(person.page.locator("#messages .system-note").last).to_have_text(f"{name} left")
+        person.say(f"after leave {n}")
+        expected += [f"after join {n}", f"after leave {n}"]
+        person.wait_for_texts(expected)
+    dividers = person.page.locator("#messages .day-divider:visible")
+    expect(dividers).to_have_count(1)
+    expect(dividers).to_have_text(re.compile("today", re.I))
+    # The divider heads the day's first message.
+    expect(person.page.locator("#messages .message").first.locator(".day-divider")).to_be_visible()
+    screenshots_everywhere(person.page, "day-divider-once")
 
 
 def test_keyboard_alone_joins_sends_and_switches_rooms(

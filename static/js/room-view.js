@@ -317,16 +317,21 @@ export class RoomView {
     this.list.insertBefore(element, firstPending);
   }
 
-  /** Group runs of one author, and show a day divider where the local day changes. */
+  /**
+   * Group runs of one author, and show a day divider where the local day changes: once per
+   * day, whatever notices (joined, left) come between its messages. A notice only ends a run.
+   */
   #decorate() {
     let previous = null;
+    let day = null;
     for (const item of this.list.children) {
       if (!item.classList.contains("message")) {
         previous = null;
         continue;
       }
       const divider = item.querySelector(".day-divider");
-      const newDay = item.dataset.day && item.dataset.day !== previous?.dataset.day;
+      const newDay = Boolean(item.dataset.day) && item.dataset.day !== day;
+      if (item.dataset.day) day = item.dataset.day;
       divider.hidden = !newDay;
       const continued =
         previous !== null &&
