@@ -445,6 +445,36 @@ def test_one_day_divider_per_day_with_join_and_leave_notices_between(
     screenshots_everywhere(person.page, "day-divider-once")
 
 
+def test_an_empty_room_shows_where_it_starts(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_HISTORY_LIMIT": "5"})
+    room, long_room = unique("fresh"), unique("long")
+    person = open_person(server.url)
+    person.join(room)
+    start = person.page.locator("#messages .room-start")
+    expect(start).to_be_visible()
+    expect(start.locator(".room-start-title")).to_have_text(f"This is the start of #{room}")
+    expect(start.locator(".room-start-text")).not_to_be_empty()
+    screenshots_everywhere(person.page, "room-empty")
+    # With its whole history loaded, a room still begins with it, above the first message.
+    person.say("hello, empty room")
+    person.wait_for_texts(["hello, empty room"])
+    expect(person.page.locator("#messages .message-list > li").first).to_have_class("room-start")
+    expect(start).to_be_in_viewport()
+    # Only part of a longer history: no start, the note that earlier messages are not shown.
+    bot = socket_user(server, long_room)
+    try:
+        for n in range(1, 9):
+            assert bot.request("message", {"room": long_room, "text": f"m{n}"})["ok"]
+        person.join(long_room)
+        person.wait_for_texts([f"m{n}" for n in range(4, 9)])
+        expect(person.page.locator("#messages .room-start")).to_have_count(0)
+        expect(person.page.locator("#messages .history-start")).to_be_visible()
+    finally:
+        bot.disconnect()
+
+
 def test_keyboard_alone_joins_sends_and_switches_rooms(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
