@@ -475,6 +475,47 @@ def test_an_empty_room_shows_where_it_starts(
         bot.disconnect()
 
 
+def test_a_short_room_sits_on_the_composer_and_a_long_one_scrolls_from_the_bottom(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("short")
+    person = open_person(chat_server.url)
+    person.join(room)
+    person.say("one")
+    person.say("two")
+    person.wait_for_texts(["one", "two"])
+    page = person.page
+
+    def gap_above_composer() -> float:
+        last = page.locator("#messages .message").last.bounding_box()
+        composer = page.locator("#composer").bounding_box()
+        assert last is not None and composer is not None
+        return composer["y"] - (last["y"] + last["height"])
+
+    assert 0 <= gap_above_composer() < 80, gap_above_composer()
+    screenshots_everywhere(page, "room-short")
+    page.set_viewport_size(PHONE)
+    assert 0 <= gap_above_composer() < 80, gap_above_composer()
+    page.set_viewport_size(DESKTOP)
+
+    bot = socket_user(chat_server, room)
+    try:
+        texts = ["one", "two"] + [f"line {n}" for n in range(30)]
+        for text in texts[2:]:
+            assert bot.request("message", {"room": room, "text": text})["ok"]
+        person.wait_for_texts(texts)
+        box = page.locator("#messages")
+        wait_until(
+            lambda: box.evaluate("b => b.scrollHeight - b.scrollTop - b.clientHeight < 2"),
+            timeout=5,
+        )
+        assert box.evaluate("b => b.scrollHeight > b.clientHeight + 200")
+        box.evaluate("b => { b.scrollTop = 0; }")
+        expect(page.locator("#messages .room-start")).to_be_in_viewport()
+    finally:
+        bot.disconnect()
+
+
 def test_keyboard_alone_joins_sends_and_switches_rooms(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
