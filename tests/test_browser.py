@@ -934,6 +934,43 @@ def test_a_phone_sized_screen_gets_the_whole_chat(
             client.disconnect()
 
 
+def drawn(page: Page, selector: str) -> dict[str, str]:
+    """What a drawer draws: its computed visibility and box-shadow."""
+    return page.eval_on_selector(  # type: ignore[no-any-return]
+        selector,
+        "e => ({visibility: getComputedStyle(e).visibility,"
+        " shadow: getComputedStyle(e).boxShadow})",
+    )
+
+
+def test_closed_drawers_draw_nothing_at_the_screen_edges(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    person = open_person(chat_server.url, viewport=PHONE, device_scale_factor=2)
+    page = person.page
+    person.page.get_by_role("button", name="Rooms", exact=True).click()
+    person.join(unique("edges"))
+    person.say("no shadows at the edges")
+    person.wait_for_texts(["no shadows at the edges"])
+    closed = {"visibility": "hidden", "shadow": "none"}
+    for drawer in ("#sidebar", "#members-panel"):
+        wait_until(lambda d=drawer: drawn(page, d) == closed, timeout=5)
+    screenshots_everywhere(page, "drawers-closed")
+    page.set_viewport_size(PHONE)
+    for toggle, drawer in (("Rooms", "#sidebar"), ("Members", "#members-panel")):
+        page.get_by_role("button", name=toggle, exact=True).click()
+        wait_until(lambda d=drawer: fully_in_view(page, d))
+        opened = drawn(page, drawer)
+        assert opened["visibility"] == "visible" and opened["shadow"] != "none", opened
+        screenshot(page, f"drawer-open-{drawer[1:]}")
+        page.keyboard.press("Escape")
+        wait_until(lambda d=drawer: drawn(page, d) == closed, timeout=5)
+    # On a desktop the member list is a column, always drawn.
+    page.set_viewport_size(DESKTOP)
+    expect(page.locator("#members-panel")).to_be_visible()
+    expect(page.locator("#sidebar")).to_be_visible()
+
+
 def fully_in_view(page: Page, selector: str) -> bool:
     box = page.locator(selector).bounding_box()
     viewport = page.viewport_size
