@@ -350,7 +350,7 @@ def test_two_people_chat_both_ways_and_another_room_sees_nothing(
 
     # Carol, in another room, sees none of it, but sees the room and its count in the list.
     carol_room = carol.page.locator(f'#other-rooms .room-button[data-room="{room}"]')
-    expect(carol_room.locator(".room-members")).to_have_text("2")
+    expect(carol_room.locator(".room-members")).to_have_text("2 online")
     expect(carol.page.locator("#messages .message")).to_have_count(0)
     assert "hi bob" not in carol.page.content()
     expect(alice.page.locator(f'#members .member[data-user="{carol.name}"]')).to_have_count(0)
@@ -512,6 +512,58 @@ def test_a_short_room_sits_on_the_composer_and_a_long_one_scrolls_from_the_botto
         assert box.evaluate("b => b.scrollHeight > b.clientHeight + 200")
         box.evaluate("b => { b.scrollTop = 0; }")
         expect(page.locator("#messages .room-start")).to_be_in_viewport()
+    finally:
+        bot.disconnect()
+
+
+def test_unread_badge_and_member_count_cannot_be_mistaken(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    here, there = unique("here"), unique("there")
+    person = open_person(chat_server.url)
+    person.join(there)
+    person.join(here)
+    bot = socket_user(chat_server, there)
+    try:
+        for text in ("one", "two"):
+            assert bot.request("message", {"room": there, "text": text})["ok"]
+        button = person.page.locator(f'#my-rooms .room-button[data-room="{there}"]')
+        badge = button.locator(".room-unread")
+        count = button.locator(".room-members")
+        expect(badge).to_have_text("2")
+        expect(count).to_have_text("2 online")
+        expect(badge).to_have_attribute("title", "2 unread messages")
+        expect(button).to_have_attribute("aria-label", f"#{there}, 2 online, 2 unread messages")
+        # The count sits under the name; the badge is a pill at the far end, away from it.
+        parts = button.evaluate(
+            """b => {
+                const box = (s) => b.querySelector(s).getBoundingClientRect();
+                const [name, count, badge] =
+                    [box('.room-name'), box('.room-members'), box('.room-unread')];
+                const self = b.getBoundingClientRect();
+                const style = getComputedStyle(b.querySelector('.room-unread'));
+                return {
+                    countBelowName: count.top >= name.bottom - 1,
+                    gap: badge.left - count.right,
+                    badgeAtEnd: self.right - badge.right < 16,
+                    badgeLast: b.lastElementChild.classList.contains('room-unread'),
+                    pill: parseFloat(style.borderRadius) >= badge.height / 2 - 1,
+                    filled: !style.backgroundColor.endsWith(', 0)'),
+                };
+            }"""
+        )
+        assert parts["countBelowName"] and parts["badgeAtEnd"] and parts["badgeLast"], parts
+        assert parts["gap"] > 40 and parts["pill"] and parts["filled"], parts
+        screenshots_everywhere(person.page, "room-list-unread")
+        page = person.page
+        page.set_viewport_size(PHONE)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.locator("#toggle-rooms").click()  # its name carries the unread total
+            wait_until(lambda: fully_in_view(page, "#sidebar"))
+            screenshot(page, f"room-list-unread-drawer-{scheme}")
+            page.keyboard.press("Escape")
+            expect(page.locator("#sidebar")).not_to_be_in_viewport()
     finally:
         bot.disconnect()
 
@@ -821,9 +873,9 @@ def test_the_room_list_follows_rooms_as_they_fill_and_empty(
     expect(entry).to_have_count(0)
     first = socket_user(chat_server, room)
     second = socket_user(chat_server, room)
-    expect(entry.locator(".room-members")).to_have_text("2")
+    expect(entry.locator(".room-members")).to_have_text("2 online")
     first.disconnect()
-    expect(entry.locator(".room-members")).to_have_text("1")
+    expect(entry.locator(".room-members")).to_have_text("1 online")
     second.disconnect()
     expect(entry).to_have_count(0)
     # Joining from the list moves the room to "your rooms".
