@@ -62,6 +62,20 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+def screenshots_everywhere(page: Page, name: str) -> list[Path]:
+    """`name` at 1280x800 and 390x844, light and dark (the page is left at 1280x800, light)."""
+    paths = []
+    for size_name, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.wait_for_timeout(300)  # the layout settles (drawers slide at a width change)
+            paths.append(screenshot(page, f"{name}-{size_name}-{scheme}"))
+    page.set_viewport_size(DESKTOP)
+    page.emulate_media(color_scheme="light")
+    return paths
+
+
 @dataclass
 class Person:
     """One person in their own browser context (own cookies, own storage)."""
@@ -218,23 +232,58 @@ def test_login_page_explains_each_refusal_then_signs_in(
 def test_login_rate_limit_says_how_long_to_wait(
     start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
 ) -> None:
-    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "2 per minute"})
+    """Only Log in waits for a login limit, the wait reads in minutes, and it counts down."""
+    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "2 per hour"})
     person = open_person(server.url, sign_up=False)
     person.watch.allow(http_status_failure(401, 429))
     page = person.page
     page.goto(server.url + "/login")
     page.fill("#username", person.name)
     page.fill("#password", "wrong password")
+    log_in = page.get_by_role("button", name="Log in")
+    create = page.get_by_role("button", name="Create account")
     for _ in range(2):
-        page.get_by_role("button", name="Log in").click()
+        log_in.click()
         expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator("#auth-message")).to_contain_text(
-        re.compile(r"Too many attempts\. Try again in \d+ seconds?\.")
+    log_in.click()
+    expect(page.locator("#auth-message")).to_have_text(
+        re.compile(
+            r"Too many attempts\. Try again in (59|60) minutes to log in; "
+            r"you can create an account now\."
+        )
     )
-    expect(page.get_by_role("button", name="Log in")).to_be_disabled()
-    expect(page.get_by_role("button", name="Create account")).to_be_disabled()
-    screenshot(page, "login-rate-limited")
+    expect(log_in).to_be_disabled()
+    expect(create).to_be_enabled()
+    screenshots_everywhere(page, "login-rate-limited")
+    # The limit was on that name: another one can be created (and logs in) at once.
+    page.fill("#username", unique("newcomer"))
+    page.fill("#password", PASSWORD)
+    create.click()
+    expect(page).to_have_url(server.url + "/")
+
+
+def test_a_short_login_wait_counts_down_in_seconds(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "1 per minute"})
+    person = open_person(server.url, sign_up=False)
+    person.watch.allow(http_status_failure(401, 429))
+    page = person.page
+    page.goto(server.url + "/login")
+    page.fill("#username", person.name)
+    page.fill("#password", "wrong password")
+    log_in = page.get_by_role("button", name="Log in")
+    log_in.click()
+    expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
+    log_in.click()
+    seconds = re.compile(r"Try again in (\d+) seconds? to log in")
+    message = page.locator("#auth-message")
+    expect(message).to_contain_text(seconds)
+    first = int(seconds.search(message.inner_text()).group(1))  # type: ignore[union-attr]
+    page.wait_for_timeout(2200)
+    later = int(seconds.search(message.inner_text()).group(1))  # type: ignore[union-attr]
+    assert 0 < later <= first - 2 and first <= 60, (first, later)
+    expect(page.get_by_role("button", name="Create account")).to_be_enabled()
 
 
 def test_a_registration_limit_leaves_logging_in_open(
@@ -336,7 +385,7 @@ def test_two_people_chat_both_ways_and_another_room_sees_nothing(
 
     # Carol, in another room, sees none of it, but sees the room and its count in the list.
     carol_room = carol.page.locator(f'#other-rooms .room-button[data-room="{room}"]')
-    expect(carol_room.locator(".room-members")).to_have_text("2")
+    expect(carol_room.locator(".room-members")).to_have_text("2 online")
     expect(carol.page.locator("#messages .message")).to_have_count(0)
     assert "hi bob" not in carol.page.content()
     expect(alice.page.locator(f'#members .member[data-user="{carol.name}"]')).to_have_count(0)
@@ -402,6 +451,156 @@ def test_presence_typing_and_unread_counts(
     alice.open_room(first)
     expect(members).to_have_count(1)
     expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
+
+
+def test_one_day_divider_per_day_with_join_and_leave_notices_between(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("notices")
+    person = open_person(chat_server.url)
+    person.join(room)
+    person.say("first")
+    person.wait_for_texts(["first"])
+    expected = ["first"]
+    for n in range(2):
+        name = unique("visitor")
+        visitor = socket_user(chat_server, room, name)
+        expect(person.page.locator("#messages .system-note").last).to_have_text(f"{name} joined")
+        person.say(f"after join {n}")
+        visitor.disconnect()
+        expect(person.page.locator("#messages .system-note").last).to_have_text(f"{name} left")
+        person.say(f"after leave {n}")
+        expected += [f"after join {n}", f"after leave {n}"]
+        person.wait_for_texts(expected)
+    dividers = person.page.locator("#messages .day-divider:visible")
+    expect(dividers).to_have_count(1)
+    expect(dividers).to_have_text(re.compile("today", re.I))
+    # The divider heads the day's first message.
+    expect(person.page.locator("#messages .message").first.locator(".day-divider")).to_be_visible()
+    screenshots_everywhere(person.page, "day-divider-once")
+
+
+def test_an_empty_room_shows_where_it_starts(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    server = start_server(env={"CHAT_HISTORY_LIMIT": "5"})
+    room, long_room = unique("fresh"), unique("long")
+    person = open_person(server.url)
+    person.join(room)
+    start = person.page.locator("#messages .room-start")
+    expect(start).to_be_visible()
+    expect(start.locator(".room-start-title")).to_have_text(f"This is the start of #{room}")
+    expect(start.locator(".room-start-text")).not_to_be_empty()
+    screenshots_everywhere(person.page, "room-empty")
+    # With its whole history loaded, a room still begins with it, above the first message.
+    person.say("hello, empty room")
+    person.wait_for_texts(["hello, empty room"])
+    expect(person.page.locator("#messages .message-list > li").first).to_have_class("room-start")
+    expect(start).to_be_in_viewport()
+    # Only part of a longer history: no start, the note that earlier messages are not shown.
+    bot = socket_user(server, long_room)
+    try:
+        for n in range(1, 9):
+            assert bot.request("message", {"room": long_room, "text": f"m{n}"})["ok"]
+        person.join(long_room)
+        person.wait_for_texts([f"m{n}" for n in range(4, 9)])
+        expect(person.page.locator("#messages .room-start")).to_have_count(0)
+        expect(person.page.locator("#messages .history-start")).to_be_visible()
+    finally:
+        bot.disconnect()
+
+
+def test_a_short_room_sits_on_the_composer_and_a_long_one_scrolls_from_the_bottom(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("short")
+    person = open_person(chat_server.url)
+    person.join(room)
+    person.say("one")
+    person.say("two")
+    person.wait_for_texts(["one", "two"])
+    page = person.page
+
+    def gap_above_composer() -> float:
+        last = page.locator("#messages .message").last.bounding_box()
+        composer = page.locator("#composer").bounding_box()
+        assert last is not None and composer is not None
+        return composer["y"] - (last["y"] + last["height"])
+
+    assert 0 <= gap_above_composer() < 80, gap_above_composer()
+    screenshots_everywhere(page, "room-short")
+    page.set_viewport_size(PHONE)
+    assert 0 <= gap_above_composer() < 80, gap_above_composer()
+    page.set_viewport_size(DESKTOP)
+
+    bot = socket_user(chat_server, room)
+    try:
+        texts = ["one", "two"] + [f"line {n}" for n in range(30)]
+        for text in texts[2:]:
+            assert bot.request("message", {"room": room, "text": text})["ok"]
+        person.wait_for_texts(texts)
+        box = page.locator("#messages")
+        wait_until(
+            lambda: box.evaluate("b => b.scrollHeight - b.scrollTop - b.clientHeight < 2"),
+            timeout=5,
+        )
+        assert box.evaluate("b => b.scrollHeight > b.clientHeight + 200")
+        box.evaluate("b => { b.scrollTop = 0; }")
+        expect(page.locator("#messages .room-start")).to_be_in_viewport()
+    finally:
+        bot.disconnect()
+
+
+def test_unread_badge_and_member_count_cannot_be_mistaken(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    here, there = unique("here"), unique("there")
+    person = open_person(chat_server.url)
+    person.join(there)
+    person.join(here)
+    bot = socket_user(chat_server, there)
+    try:
+        for text in ("one", "two"):
+            assert bot.request("message", {"room": there, "text": text})["ok"]
+        button = person.page.locator(f'#my-rooms .room-button[data-room="{there}"]')
+        badge = button.locator(".room-unread")
+        count = button.locator(".room-members")
+        expect(badge).to_have_text("2")
+        expect(count).to_have_text("2 online")
+        expect(badge).to_have_attribute("title", "2 unread messages")
+        expect(button).to_have_attribute("aria-label", f"#{there}, 2 online, 2 unread messages")
+        # The count sits under the name; the badge is a pill at the far end, away from it.
+        parts = button.evaluate(
+            """b => {
+                const box = (s) => b.querySelector(s).getBoundingClientRect();
+                const [name, count, badge] =
+                    [box('.room-name'), box('.room-members'), box('.room-unread')];
+                const self = b.getBoundingClientRect();
+                const style = getComputedStyle(b.querySelector('.room-unread'));
+                return {
+                    countBelowName: count.top >= name.bottom - 1,
+                    gap: badge.left - count.right,
+                    badgeAtEnd: self.right - badge.right < 16,
+                    badgeLast: b.lastElementChild.classList.contains('room-unread'),
+                    pill: parseFloat(style.borderRadius) >= badge.height / 2 - 1,
+                    filled: !style.backgroundColor.endsWith(', 0)'),
+                };
+            }"""
+        )
+        assert parts["countBelowName"] and parts["badgeAtEnd"] and parts["badgeLast"], parts
+        assert parts["gap"] > 40 and parts["pill"] and parts["filled"], parts
+        screenshots_everywhere(person.page, "room-list-unread")
+        page = person.page
+        page.set_viewport_size(PHONE)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.locator("#toggle-rooms").click()  # its name carries the unread total
+            wait_until(lambda: fully_in_view(page, "#sidebar"))
+            screenshot(page, f"room-list-unread-drawer-{scheme}")
+            page.keyboard.press("Escape")
+            expect(page.locator("#sidebar")).not_to_be_in_viewport()
+    finally:
+        bot.disconnect()
 
 
 def test_keyboard_alone_joins_sends_and_switches_rooms(
@@ -709,9 +908,9 @@ def test_the_room_list_follows_rooms_as_they_fill_and_empty(
     expect(entry).to_have_count(0)
     first = socket_user(chat_server, room)
     second = socket_user(chat_server, room)
-    expect(entry.locator(".room-members")).to_have_text("2")
+    expect(entry.locator(".room-members")).to_have_text("2 online")
     first.disconnect()
-    expect(entry.locator(".room-members")).to_have_text("1")
+    expect(entry.locator(".room-members")).to_have_text("1 online")
     second.disconnect()
     expect(entry).to_have_count(0)
     # Joining from the list moves the room to "your rooms".
@@ -820,6 +1019,43 @@ def test_a_phone_sized_screen_gets_the_whole_chat(
     finally:
         for client in others:
             client.disconnect()
+
+
+def drawn(page: Page, selector: str) -> dict[str, str]:
+    """What a drawer draws: its computed visibility and box-shadow."""
+    return page.eval_on_selector(  # type: ignore[no-any-return]
+        selector,
+        "e => ({visibility: getComputedStyle(e).visibility,"
+        " shadow: getComputedStyle(e).boxShadow})",
+    )
+
+
+def test_closed_drawers_draw_nothing_at_the_screen_edges(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    person = open_person(chat_server.url, viewport=PHONE, device_scale_factor=2)
+    page = person.page
+    person.page.get_by_role("button", name="Rooms", exact=True).click()
+    person.join(unique("edges"))
+    person.say("no shadows at the edges")
+    person.wait_for_texts(["no shadows at the edges"])
+    closed = {"visibility": "hidden", "shadow": "none"}
+    for drawer in ("#sidebar", "#members-panel"):
+        wait_until(lambda d=drawer: drawn(page, d) == closed, timeout=5)
+    screenshots_everywhere(page, "drawers-closed")
+    page.set_viewport_size(PHONE)
+    for toggle, drawer in (("Rooms", "#sidebar"), ("Members", "#members-panel")):
+        page.get_by_role("button", name=toggle, exact=True).click()
+        wait_until(lambda d=drawer: fully_in_view(page, d))
+        opened = drawn(page, drawer)
+        assert opened["visibility"] == "visible" and opened["shadow"] != "none", opened
+        screenshot(page, f"drawer-open-{drawer[1:]}")
+        page.keyboard.press("Escape")
+        wait_until(lambda d=drawer: drawn(page, d) == closed, timeout=5)
+    # On a desktop the member list is a column, always drawn.
+    page.set_viewport_size(DESKTOP)
+    expect(page.locator("#members-panel")).to_be_visible()
+    expect(page.locator("#sidebar")).to_be_visible()
 
 
 def fully_in_view(page: Page, selector: str) -> bool:

@@ -10,9 +10,10 @@ const buttons = form.querySelectorAll("button[type=submit]");
 const togglePassword = document.getElementById("toggle-password");
 const minPasswordLength = Number(form.dataset.minPasswordLength) || 8;
 
-// A rate limit makes its own action wait: registrations (per address, for an hour) must not
-// keep anybody from logging in. Creating an account logs in too, so it waits for a login
-// limit as well. action -> {until (ms), timer, text (what the message box says about it)}
+// A rate limit makes its own action wait, and only that one: the server answers /login and
+// /register with their own 429 and Retry-After. Registrations (per address, for an hour) must
+// not keep anybody from logging in, and too many logins as one name must not keep anybody
+// from creating another account. action -> {until (ms), timer, text (the message box's)}
 const waits = new Map();
 
 function show(kind, text) {
@@ -35,7 +36,7 @@ function flag(field) {
 let busy = false;
 
 function waiting(action) {
-  return waits.has(action) || (action === "register" && waits.has("login"));
+  return waits.has(action);
 }
 
 function setBusy(value) {
@@ -45,7 +46,7 @@ function setBusy(value) {
     const action = button.dataset.action;
     button.disabled = busy || waiting(action);
     // The wait stays on the button itself when the message box has moved on to other news.
-    const wait = waits.get(action) ?? (action === "register" ? waits.get("login") : undefined);
+    const wait = waits.get(action);
     button.title = wait ? wait.text : "";
   }
 }
@@ -64,7 +65,7 @@ function waitText(action, seconds) {
   if (action === "register") {
     return `Too many accounts were created from here. Try again in ${humanWait(seconds)} to create another; you can log in now.`;
   }
-  return `Too many attempts. Try again in ${humanWait(seconds)}.`;
+  return `Too many attempts. Try again in ${humanWait(seconds)} to log in; you can create an account now.`;
 }
 
 /** After a 429: say how long `action` must wait, count it down, and keep its button off. */

@@ -13,6 +13,20 @@ export function paintAvatar(element, name) {
   element.textContent = (name.match(/[A-Za-z0-9]/)?.[0] ?? "?").toUpperCase();
 }
 
+/** The top of a room whose whole history is shown (or that is empty): where it begins. */
+function roomStart(name) {
+  const item = document.createElement("li");
+  item.className = "room-start";
+  const title = document.createElement("p");
+  title.className = "room-start-title";
+  title.textContent = `This is the start of #${name}`;
+  const line = document.createElement("p");
+  line.className = "room-start-text";
+  line.textContent = "Everything written here is seen by everyone in the room, and by whoever joins later.";
+  item.append(title, line);
+  return item;
+}
+
 export class RoomView {
   // -- membership and what the server said -------------------------------------------------
 
@@ -54,6 +68,7 @@ export class RoomView {
     this.list = document.createElement("ol");
     this.list.className = "message-list";
     this.list.dataset.room = name;
+    this.list.append(roomStart(name));
   }
 
   /**
@@ -158,7 +173,7 @@ export class RoomView {
     this.messages.clear();
     this.lastId = 0;
     for (const child of [...this.list.children]) {
-      if (!child.classList.contains("pending")) child.remove();
+      if (!child.classList.contains("pending") && !child.classList.contains("room-start")) child.remove();
     }
     this.note(note, "warning");
   }
@@ -175,6 +190,7 @@ export class RoomView {
   /** The oldest history a join gave us starts after id 1: say so once, at the top. */
   markTruncated(firstId) {
     if (firstId <= 1 || this.list.querySelector(".history-start")) return;
+    this.list.querySelector(".room-start")?.remove(); // its start is not in view any more
     const item = document.createElement("li");
     item.className = "system-note history-start";
     item.textContent = "Earlier messages are not shown.";
@@ -317,16 +333,21 @@ export class RoomView {
     this.list.insertBefore(element, firstPending);
   }
 
-  /** Group runs of one author, and show a day divider where the local day changes. */
+  /**
+   * Group runs of one author, and show a day divider where the local day changes: once per
+   * day, whatever notices (joined, left) come between its messages. A notice only ends a run.
+   */
   #decorate() {
     let previous = null;
+    let day = null;
     for (const item of this.list.children) {
       if (!item.classList.contains("message")) {
         previous = null;
         continue;
       }
       const divider = item.querySelector(".day-divider");
-      const newDay = item.dataset.day && item.dataset.day !== previous?.dataset.day;
+      const newDay = Boolean(item.dataset.day) && item.dataset.day !== day;
+      if (item.dataset.day) day = item.dataset.day;
       divider.hidden = !newDay;
       const continued =
         previous !== null &&

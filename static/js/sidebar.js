@@ -143,19 +143,25 @@ function roomButton(name, { members, unread = 0, selected = false, joined = true
   button.className = "room-button";
   button.dataset.room = name;
   if (selected) button.setAttribute("aria-current", "true");
+  // The name with who is there under it ("2 online"), and the unread count apart from both, a
+  // pill at the far end: two numbers side by side read as one.
+  const text = document.createElement("span");
+  text.className = "room-text";
   const label = document.createElement("span");
   label.className = "room-name";
   label.textContent = `#${name}`;
   const count = document.createElement("span");
   count.className = members === null ? "room-members unknown" : "room-members";
-  count.textContent = members === null ? "…" : String(members);
-  count.title = members === null ? "rejoining" : plural(members, "member");
-  button.append(label, count);
-  let description = `#${name}, ${members === null ? "rejoining" : plural(members, "member")}`;
+  count.textContent = members === null ? "rejoining…" : `${members} online`;
+  count.title = members === null ? "rejoining" : `${plural(members, "member")} in the room`;
+  text.append(label, count);
+  button.append(text);
+  let description = `#${name}, ${members === null ? "rejoining" : `${members} online`}`;
   if (unread > 0) {
     const badge = document.createElement("span");
     badge.className = "badge room-unread";
     badge.textContent = unread > 99 ? "99+" : String(unread);
+    badge.title = plural(unread, "unread message");
     button.append(badge);
     description += `, ${plural(unread, "unread message")}`;
   }
