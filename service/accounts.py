@@ -16,20 +16,18 @@ counted, a body that could not be read included.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 from typing import Any, Final
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from service.chat import LONE_SURROGATE
+from service.chat import LONE_SURROGATE, USERNAME_PATTERN
 from service.errors import ChatError
 from service.ratelimit import RateLimiter
 from service.store import ChatStore
 from service.telemetry.events import Telemetry
 
-USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 MIN_PASSWORD_LENGTH: Final = 8
 MAX_PASSWORD_LENGTH: Final = 1024  # hashing a megabyte-long "password" is a cheap DoS
 SESSION_TOKEN_KEY: Final = "token"  # noqa: S105 (where the Flask session keeps the token's name)
@@ -110,6 +108,9 @@ class Accounts:
             password_hash = self._hash(password)
             if not self.store.add_user(name, password_hash):  # lost a race while hashing
                 raise ChatError("username_taken", f"{name} is taken")
+            # Conversations opened with the name, or invitations sent to it, before it was
+            # anyone's are not the new account's (opening one tells nothing of who exists).
+            self.store.forget_conversations(name.casefold())
         except ChatError as refusal:
             self.telemetry.registration_failed(_loggable(name), remote_addr, refusal.code)
             raise

@@ -48,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     telemetry = Telemetry(
         ChatMetrics(settings.metrics_max_rooms),
         log_message_text=settings.log_message_text,
+        log_private_message_text=settings.log_private_message_text,
         strict=settings.strict_logs,
     )
     app = Flask(

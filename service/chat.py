@@ -24,7 +24,7 @@ from service.connections import (
 from service.errors import ChatError
 from service.ratelimit import RateLimiter
 from service.store import ChatStore, Message
-from service.store.base import JoinResult, LeaveResult, RoomLimitReached
+from service.store.base import Conversation, JoinResult, LeaveResult, RoomLimitReached
 from service.telemetry.events import Telemetry
 from service.telemetry.metrics import DisconnectReason, LeaveReason, Source
 
@@ -32,6 +32,16 @@ from service.telemetry.metrics import DisconnectReason, LeaveReason, Source
 # room can never be taken for one of them.
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}")
 ROOM_RULE: Final = "room names are 1-64 letters, digits, '_', '.' or '-', not starting with '_'"
+USERNAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+# Private conversations have names starting with "_", which no public room can take:
+# a direct conversation is `_dm:` + the two users' case-folded names, sorted, joined by ':'
+# (which no username contains); a private room is `_p:` + 16 random hex digits (its chosen
+# name is only a title, so two private rooms may share one and no name reveals another).
+DIRECT_PREFIX: Final = "_dm:"
+PRIVATE_PREFIX: Final = "_p:"
+DIRECT_PATTERN: Final = re.compile(r"_dm:([a-z0-9_.-]{3,32}):([a-z0-9_.-]{3,32})")
+PRIVATE_PATTERN: Final = re.compile(r"_p:[0-9a-f]{16}")
+MAX_CONVERSATIONS_PER_USER: Final = 1000  # direct conversations and private rooms in a list
 # A lone surrogate is a valid JSON escape ("\ud800") but not Unicode text: it could be stored
 # and broadcast, yet not encoded as UTF-8 for the log, the metrics or another client.
 LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
@@ -45,6 +55,8 @@ class Broadcaster(Protocol):
     def enter(self, sid: str, room: str) -> None: ...
     def exit(self, sid: str, room: str) -> None: ...
     def disconnect(self, sid: str) -> None: ...
+    def emit_to_user(self, event: str, data: Any, user: str) -> None: ...
+    def enter_user(self, sid: str, user: str) -> None: ...
 
 
 def clip(value: object) -> str | None:
@@ -60,9 +72,40 @@ def room_from(payload: object) -> str:
     if not isinstance(payload, dict) or not isinstance(payload.get("room"), str):
         raise ChatError("invalid_payload", "expected an object with a string 'room'")
     room: str = payload["room"]
-    if not ROOM_PATTERN.fullmatch(room):
+    if not valid_room(room):
         raise ChatError("invalid_room", ROOM_RULE)
     return room
+
+
+def valid_room(room: str) -> bool:
+    """A public room's name, or the id of a direct conversation or a private room."""
+    if ROOM_PATTERN.fullmatch(room) or PRIVATE_PATTERN.fullmatch(room):
+        return True
+    direct = DIRECT_PATTERN.fullmatch(room)
+    return direct is not None and direct.group(1) < direct.group(2)
+
+
+def user_key(name: str) -> str:
+    """The case-folded name that identifies a user ("Alice" and "alice" are one account)."""
+    return name.casefold()
+
+
+def direct_room(one: str, other: str) -> str:
+    return DIRECT_PREFIX + ":".join(sorted((user_key(one), user_key(other))))
+
+
+def is_private(room: str) -> bool:
+    """A direct conversation or a private room: only some users may enter it."""
+    return room.startswith((DIRECT_PREFIX, PRIVATE_PREFIX))
+
+
+def username_from(payload: object, field: str = "user") -> str:
+    if not isinstance(payload, dict) or not isinstance(payload.get(field), str):
+        raise ChatError("invalid_payload", f"expected an object with a string '{field}'")
+    name: str = payload[field].strip()
+    if not USERNAME_PATTERN.fullmatch(name):
+        raise ChatError("invalid_username", "usernames are 3-32 letters, digits, '_', '.' or '-'")
+    return name
 
 
 class ChatService:
@@ -96,6 +139,7 @@ class ChatService:
     def connect(self, sid: str, user: str, session_token: str, transport: str) -> Connection:
         connection = Connection(sid, user, session_token)
         self.connections.add(connection)
+        self.broadcaster.enter_user(sid, user_key(user))  # for `invited` and `dm_opened`
         self.telemetry.client_connected(user, sid, transport)
         return connection
 
@@ -148,6 +192,8 @@ class ChatService:
     def join(self, connection: Connection, payload: object) -> dict[str, Any]:
         try:
             room = room_from(payload)
+            if room not in connection.rooms:
+                self._check_access(connection.user, room, admit=True)
             if room not in connection.rooms and (
                 len(connection.rooms) >= self.max_rooms_per_connection
             ):
@@ -176,6 +222,13 @@ class ChatService:
     def leave(self, connection: Connection, payload: object) -> dict[str, Any]:
         room = self._joined_room(connection, payload, "leave")
         self._leave(connection, room, LeaveReason.LEAVE)
+        if room.startswith(PRIVATE_PREFIX):
+            # Leaving a private room gives up its access: the user's other connections here
+            # leave it too, and coming back takes a new invitation.
+            self.store.revoke(room, user_key(connection.user))
+            for other in self.connections.all():
+                if other.user == connection.user and room in other.rooms:
+                    self._leave(other, room, LeaveReason.LEAVE)
         return {"ok": True, "room": room}
 
     def _leave(self, connection: Connection, room: str, reason: LeaveReason) -> None:
@@ -317,6 +370,9 @@ class ChatService:
         self, connection: Connection, event: str, payload: object, refusal: ChatError
     ) -> None:
         room = payload.get("room") if isinstance(payload, dict) else None
+        if refusal.code == "not_invited":
+            self.telemetry.access_refused(connection.user, clip(room), Source.SOCKET, event)
+            return
         self.telemetry.event_rejected(
             connection.user, connection.sid, event, clip(room), refusal.code
         )
@@ -328,8 +384,13 @@ class ChatService:
         return [{"name": name, "members": members} for name, members in ordered]
 
     def history(self, user: str, room: str, after: int, limit: int | None) -> list[Message]:
-        if not ROOM_PATTERN.fullmatch(room):
+        if not valid_room(room):
             raise ChatError("invalid_room", ROOM_RULE)
+        try:
+            self._check_access(user, room)
+        except ChatError:
+            self.telemetry.access_refused(user, room, Source.HTTP, "history")
+            raise
         if not self.store.is_member(room, user):
             raise ChatError("not_in_room", f"join {room} to read its history")
         limit = self.history_limit if limit is None else min(limit, self.history_limit)
@@ -363,6 +424,7 @@ class ChatService:
                     "message_too_long",
                     f"messages are at most {self.max_message_length} characters",
                 )
+            self._check_access(user, room)
             joined = (
                 room in connection.rooms
                 if connection is not None
@@ -376,7 +438,10 @@ class ChatService:
             message = self.store.append_message(room, user, text, utc_now_iso())
             self.broadcaster.emit("message", message.as_dict(), room)
         except ChatError as refusal:
-            self.telemetry.message_rejected(user, clip(room_value), source, refusal.code)
+            if refusal.code == "not_invited":
+                self.telemetry.access_refused(user, clip(room_value), source, "message")
+            else:
+                self.telemetry.message_rejected(user, clip(room_value), source, refusal.code)
             raise
         except Exception:
             # The server failed it (the store or the queue, for a limiter on Redis as well): an
@@ -398,3 +463,129 @@ class ChatService:
         self.broadcaster.emit(
             "typing", {"room": room, "user": connection.user}, room, skip_sid=connection.sid
         )
+
+    # -- private conversations ---------------------------------------------------------------
+    def _check_access(self, user: str, room: str, *, admit: bool = False) -> None:
+        """`user` may enter `room`; a private room's invitation is accepted with `admit`.
+
+        Refused with `not_invited`, the same for a room that does not exist, so no answer tells
+        which private rooms exist or who talks to whom."""
+        if room.startswith(DIRECT_PREFIX):
+            match = DIRECT_PATTERN.fullmatch(room)
+            if match is not None and user_key(user) in match.groups():
+                return
+        elif room.startswith(PRIVATE_PREFIX):
+            key = user_key(user)
+            if self.store.admit(room, key) if admit else self.store.has_access(room, key):
+                return
+        else:
+            return
+        raise ChatError("not_invited", "this conversation is private: you need an invitation")
+
+    def _conversation_refused(
+        self, user: str, sid: str | None, event: str, refusal: ChatError
+    ) -> None:
+        """Over Socket.IO an `event_rejected` line; the HTTP door writes `request_rejected`."""
+        if sid is not None:
+            self.telemetry.event_rejected(user, sid, event, None, refusal.code)
+
+    def _conversation_rate_limit(self, user: str) -> None:
+        retry_after = self.limiter.hit(self.message_rate_limit, "conversation", user)
+        if retry_after is not None:
+            raise ChatError("rate_limited", "you are going too fast", retry_after=retry_after)
+
+    def open_direct(
+        self, user: str, payload: object, source: Source, sid: str | None = None
+    ) -> dict[str, Any]:
+        """`{user}`: the direct conversation of `user` and that user, in both their lists.
+
+        Any valid username is accepted alike, registered or not, so the reply tells nothing
+        about who exists (registration tells the rest, rate-limited); a name registered later
+        does not inherit what was sent to it before (`forget_conversations`)."""
+        try:
+            other = username_from(payload)
+            if user_key(other) == user_key(user):
+                raise ChatError("invalid_username", "a direct conversation takes another user")
+            self._conversation_rate_limit(user)
+            room = direct_room(user, other)
+            mine = Conversation(room, "direct", other)
+            if not self.store.add_conversation(user_key(user), mine, MAX_CONVERSATIONS_PER_USER):
+                raise ChatError(
+                    "room_limit_reached",
+                    f"a user can have at most {MAX_CONVERSATIONS_PER_USER} conversations",
+                )
+            theirs = Conversation(room, "direct", user)
+            self.store.add_conversation(user_key(other), theirs, MAX_CONVERSATIONS_PER_USER)
+        except ChatError as refusal:
+            self._conversation_refused(user, sid, "open_dm", refusal)
+            raise
+        self.broadcaster.emit_to_user("dm_opened", theirs.as_dict(), user_key(other))
+        self.telemetry.dm_opened(user, room, source)
+        return {"ok": True, **mine.as_dict()}
+
+    def create_private(
+        self, user: str, payload: object, source: Source, sid: str | None = None
+    ) -> dict[str, Any]:
+        """`{name}`: a new private room, its creator its only member; others come by invitation."""
+        try:
+            if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+                raise ChatError("invalid_payload", "expected an object with a string 'name'")
+            name: str = payload["name"]
+            if not ROOM_PATTERN.fullmatch(name):
+                raise ChatError("invalid_room", ROOM_RULE)
+            self._conversation_rate_limit(user)
+            room = PRIVATE_PREFIX + secrets.token_hex(8)
+            created = Conversation(room, "private", name)
+            if not self.store.add_conversation(user_key(user), created, MAX_CONVERSATIONS_PER_USER):
+                raise ChatError(
+                    "room_limit_reached",
+                    f"a user can have at most {MAX_CONVERSATIONS_PER_USER} conversations",
+                )
+            self.store.create_private(room, name, user_key(user))
+        except ChatError as refusal:
+            self._conversation_refused(user, sid, "create_private", refusal)
+            raise
+        self.telemetry.private_room_created(user, room, source)
+        return {"ok": True, **created.as_dict()}
+
+    def invite(
+        self, user: str, payload: object, source: Source, sid: str | None = None
+    ) -> dict[str, Any]:
+        """`{room, user}`: a member of a private room invites another user to it.
+
+        The invited user hears `invited` now on each connection (on any process) and finds the
+        invitation in their list until they join. Any valid username is accepted alike."""
+        room_value = payload.get("room") if isinstance(payload, dict) else None
+        try:
+            room = room_from(payload)
+            if not room.startswith(PRIVATE_PREFIX):
+                raise ChatError("invalid_room", "only private rooms take invitations")
+            invitee = username_from(payload)
+            self._check_access(user, room)
+            self._conversation_rate_limit(user)
+            invitation = Conversation(room, "private", self.store.private_name(room) or "", user)
+            fresh = self.store.invite(room, user_key(invitee), invitation)
+        except ChatError as refusal:
+            if refusal.code == "not_invited":
+                self.telemetry.access_refused(user, clip(room_value), source, "invite")
+            else:
+                self._conversation_refused(user, sid, "invite", refusal)
+            raise
+        if fresh:
+            self.broadcaster.emit_to_user("invited", invitation.as_dict(), user_key(invitee))
+        self.telemetry.user_invited(user, room, invitee, source)
+        return {"ok": True, "room": room, "user": invitee}
+
+    def conversation_list(self, user: str) -> dict[str, Any]:
+        """`user`'s direct conversations, private rooms and pending invitations."""
+        listed, invitations = self.store.conversations(user_key(user))
+        return {
+            "ok": True,
+            "direct": sorted(
+                (c.as_dict() for c in listed if c.kind == "direct"), key=lambda c: c["room"]
+            ),
+            "private": sorted(
+                (c.as_dict() for c in listed if c.kind == "private"), key=lambda c: c["room"]
+            ),
+            "invitations": sorted((c.as_dict() for c in invitations), key=lambda c: c["room"]),
+        }

@@ -18,6 +18,7 @@ STATUS: Final[dict[str, int]] = {
     "unauthorized": 401,
     "invalid_credentials": 401,
     "not_in_room": 403,
+    "not_invited": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "username_taken": 409,

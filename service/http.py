@@ -194,6 +194,35 @@ def room_messages(room: str) -> Any:
     return jsonify([m.as_dict() for m in messages])
 
 
+@bp.get("/conversations")
+def conversations() -> Any:
+    """The user's direct conversations, private rooms and pending invitations."""
+    listed = chat().conversation_list(require_user())
+    del listed["ok"]
+    return jsonify(listed)
+
+
+@bp.post("/dm")
+def open_dm() -> Any:
+    reply = chat().open_direct(require_user(), payload(), Source.HTTP)
+    del reply["ok"]
+    return jsonify(reply), 201
+
+
+@bp.post("/private")
+def create_private() -> Any:
+    reply = chat().create_private(require_user(), payload(), Source.HTTP)
+    del reply["ok"]
+    return jsonify(reply), 201
+
+
+@bp.post("/invite")
+def invite() -> Any:
+    reply = chat().invite(require_user(), payload(), Source.HTTP)
+    del reply["ok"]
+    return jsonify(reply), 201
+
+
 def _int_arg(name: str, default: int | None) -> Any:
     raw = request.args.get(name)
     if raw is None:
@@ -283,7 +312,10 @@ def install_http(app: Flask) -> None:
 
     @app.errorhandler(ChatError)
     def chat_error(error: ChatError) -> Any:
-        if not g.get("screened") or request.endpoint not in ROUTES_WITH_REFUSAL_EVENTS:
+        observed = error.code == "not_invited" and g.get("screened")  # `access_refused`
+        if not observed and (
+            not g.get("screened") or request.endpoint not in ROUTES_WITH_REFUSAL_EVENTS
+        ):
             telemetry().request_rejected(request.method, request.path, remote_addr(), error.code)
         response = jsonify(error.as_reply())
         response.status_code = error.status

@@ -166,6 +166,8 @@ class Settings:
     log_format: str = setting("auto", one_of(LOG_FORMATS))  # auto, json or console
     log_level: str = setting("info", one_of(LOG_LEVELS))  # the lowest level written
     log_message_text: bool = setting(True, boolean)  # message text in message_sent lines
+    # ... for direct conversations and private rooms too (with log_message_text)
+    log_private_message_text: bool = setting(False, boolean)
     metrics_max_rooms: int = setting(100, integer(0))  # rooms with a room label of their own
     metrics_token: str | None = setting(None, optional_text)  # bearer token /metrics requires
     # Seconds between end-to-end delivery probes (service.probe); 0 turns them off.

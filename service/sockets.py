@@ -27,6 +27,9 @@ from service.telemetry.metrics import ConnectRejection, SocketEvent, Source, dis
 # Socket.IO rooms also hold each sid's own room: prefixing ours keeps a chat room named like
 # somebody's sid from reaching that connection.
 ROOM_PREFIX: Final = "room:"
+# Each connection is also in its user's own Socket.IO room (the case-folded name), which carries
+# `invited` and `dm_opened` to every connection of that user, on any process.
+USER_PREFIX: Final = "user:"
 
 ACK_FLUSH_S: Final = 0.1  # time for an ack to leave before its connection is closed
 TRANSPORTS: Final = ("polling", "websocket")
@@ -54,6 +57,12 @@ class SocketIOBroadcaster:
 
     def disconnect(self, sid: str) -> None:
         self.socketio.server.disconnect(sid, namespace="/")
+
+    def emit_to_user(self, event: str, data: Any, user: str) -> None:
+        self.socketio.emit(event, data, to=USER_PREFIX + user, namespace="/")
+
+    def enter_user(self, sid: str, user: str) -> None:
+        self.socketio.server.enter_room(sid, USER_PREFIX + user, namespace="/")
 
 
 def refuse_reserved_events(socketio: SocketIO, chat: ChatService, telemetry: Telemetry) -> None:
@@ -112,6 +121,10 @@ class ChatNamespace(Namespace):  # type: ignore[misc]
             "leave": self.on_leave,
             "message": self.on_message,
             "typing": self.on_typing,
+            "open_dm": self.on_open_dm,
+            "create_private": self.on_create_private,
+            "invite": self.on_invite,
+            "conversations": self.on_conversations,
         }
 
     def trigger_event(self, event: str, sid: str, *args: Any) -> Any:
@@ -219,6 +232,22 @@ class ChatNamespace(Namespace):  # type: ignore[misc]
     def on_typing(self, connection: Connection, payload: object) -> None:
         """`typing {room}`: the room's other connections get `typing {room, user}`; no ack."""
         self.chat.typing(connection, payload)
+
+    def on_open_dm(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`open_dm {user}`: acks `{ok, room, user}`; the other user hears `dm_opened`."""
+        return self.chat.open_direct(connection.user, payload, Source.SOCKET, connection.sid)
+
+    def on_create_private(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`create_private {name}`: acks `{ok, room, name}`; join it with `join {room}`."""
+        return self.chat.create_private(connection.user, payload, Source.SOCKET, connection.sid)
+
+    def on_invite(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`invite {room, user}`: acks `{ok, room, user}`; the invited user hears `invited`."""
+        return self.chat.invite(connection.user, payload, Source.SOCKET, connection.sid)
+
+    def on_conversations(self, connection: Connection, payload: object) -> dict[str, Any]:
+        """`conversations`: acks `{ok, direct, private, invitations}`."""
+        return self.chat.conversation_list(connection.user)
 
 
 def register_socket_handlers(

@@ -642,7 +642,7 @@ def check_latency(result: Result) -> None:
         assert event in values, f"no latency for {event}: {sorted(values)}"
         assert 0 < values[event] <= 10, (event, values[event])
     for event in values:
-        assert re.fullmatch(r"[a-z]+|[A-Z]+ /\S*", event), f"unbounded event label {event!r}"
+        assert re.fullmatch(r"[a-z_]+|[A-Z]+ /\S*", event), f"unbounded event label {event!r}"
 
 
 def check_sizes(scraped: Scraped, result: Result, quantile: bool) -> None:
@@ -741,6 +741,11 @@ EXPECTATIONS: dict[tuple[str, str], Check] = {
     ("Logins by result, registrations and logouts", "D"): lambda s, r: (
         quiet_except(r, {"username_taken"}, "reason") is None
     ),
+    # The scenario opens no private conversation: both kinds there, at 0.
+    ("Logins by result, registrations and logouts", "E"): lambda s, r: (
+        quiet_except(r, set(), "kind") is None and set(by(r, "kind")) == {"direct", "private"}
+    ),
+    ("Logins by result, registrations and logouts", "F"): lambda s, r: only(r) == 0,
     # 8 = six in phase A, gina and frank again in B; 4 = three bad in A, one in B.
     ("Logins and registrations in range", "A"): lambda s, r: (
         by(r, "result") == {"success": 8, "failure": 4, "rate_limited": 0}

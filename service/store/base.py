@@ -57,7 +57,62 @@ class JoinCancelled(RuntimeError):
     caller had already given up on can meet this."""
 
 
-class ChatStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A direct conversation or a private room in a user's list (`kind` `direct` / `private`).
+
+    `title` is the other user's name for a direct one, the room's chosen name for a private
+    one; `by` is who invited the user (invitations only)."""
+
+    room: str
+    kind: str
+    title: str
+    by: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.kind == "direct":
+            return {"room": self.room, "user": self.title}
+        if self.by:
+            return {"room": self.room, "name": self.title, "by": self.by}
+        return {"room": self.room, "name": self.title}
+
+
+class ConversationStore(Protocol):
+    """Who may reach the private conversations, and each user's list of them. Users are named
+    by their case-folded key here ("alice"), so an invitation finds its user in any case."""
+
+    def add_conversation(self, user: str, conversation: Conversation, cap: int) -> bool:
+        """Put `conversation` in `user`'s list (again: no change). False when the list holds
+        `cap` others already."""
+        ...
+
+    def create_private(self, room: str, name: str, creator: str) -> None: ...
+    def private_name(self, room: str) -> str | None: ...
+    def has_access(self, room: str, user: str) -> bool: ...
+    def invite(self, room: str, user: str, invitation: Conversation) -> bool:
+        """A pending invitation; False when `user` has access already (nothing changes)."""
+        ...
+
+    def admit(self, room: str, user: str) -> bool:
+        """`user` may enter the private `room`: they have access, or an invitation, which this
+        turns into access (the invitation goes, the room joins their list). False otherwise."""
+        ...
+
+    def revoke(self, room: str, user: str) -> None:
+        """`user` left the private `room`: no more access, out of their list."""
+        ...
+
+    def conversations(self, user: str) -> tuple[list[Conversation], list[Conversation]]:
+        """`user`'s direct conversations and private rooms, and their pending invitations."""
+        ...
+
+    def forget_conversations(self, user: str) -> None:
+        """A name was just registered: what was opened with it or sent to it before it existed
+        (direct conversations, invitations) is not the new account's to read."""
+        ...
+
+
+class ChatStore(ConversationStore, Protocol):
     name: str
 
     # users (keys are case-folded: "Alice" and "alice" are one account)

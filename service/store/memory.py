@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from service.store.base import (
+    Conversation,
     JoinResult,
     LeaveResult,
     Message,
@@ -46,6 +47,12 @@ class MemoryStore:
         self._sessions: dict[str, tuple[str, float]] = {}  # token -> (username, expiry)
         self._sessions_of: dict[str, list[str]] = {}  # username -> tokens, oldest first
         self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently active first
+        # Private conversations, by case-folded user key: apart from the rooms, so evicting an
+        # idle room's history never opens it to anyone.
+        self._private_names: dict[str, str] = {}  # private room -> its chosen name
+        self._access: dict[str, set[str]] = {}  # private room -> users who may enter it
+        self._lists: dict[str, dict[str, Conversation]] = {}  # user -> room -> conversation
+        self._invitations: dict[str, dict[str, Conversation]] = {}  # user -> room -> invitation
 
     # -- users ---------------------------------------------------------------------------------
     def add_user(self, username: str, password_hash: str) -> bool:
@@ -98,6 +105,70 @@ class MemoryStore:
                     tokens.remove(token)
                 if not tokens:
                     self._sessions_of.pop(entry[0], None)
+
+    # -- private conversations -----------------------------------------------------------------
+    def add_conversation(self, user: str, conversation: Conversation, cap: int) -> bool:
+        with self._lock:
+            listed = self._lists.setdefault(user, {})
+            if conversation.room not in listed and len(listed) >= cap:
+                return False
+            listed.setdefault(conversation.room, conversation)
+            return True
+
+    def create_private(self, room: str, name: str, creator: str) -> None:
+        with self._lock:
+            self._private_names[room] = name
+            self._access[room] = {creator}
+            self._lists.setdefault(creator, {})[room] = Conversation(room, "private", name)
+
+    def private_name(self, room: str) -> str | None:
+        with self._lock:
+            return self._private_names.get(room)
+
+    def has_access(self, room: str, user: str) -> bool:
+        with self._lock:
+            return user in self._access.get(room, ())
+
+    def invite(self, room: str, user: str, invitation: Conversation) -> bool:
+        with self._lock:
+            if user in self._access.get(room, ()):
+                return False
+            self._invitations.setdefault(user, {})[room] = invitation
+            return True
+
+    def admit(self, room: str, user: str) -> bool:
+        with self._lock:
+            allowed = self._access.get(room)
+            if allowed is None:
+                return False
+            if user in allowed:
+                return True
+            invitation = self._invitations.get(user, {}).pop(room, None)
+            if invitation is None:
+                return False
+            allowed.add(user)
+            self._lists.setdefault(user, {})[room] = Conversation(room, "private", invitation.title)
+            return True
+
+    def revoke(self, room: str, user: str) -> None:
+        with self._lock:
+            self._access.get(room, set()).discard(user)
+            self._lists.get(user, {}).pop(room, None)
+
+    def conversations(self, user: str) -> tuple[list[Conversation], list[Conversation]]:
+        with self._lock:
+            return (
+                list(self._lists.get(user, {}).values()),
+                list(self._invitations.get(user, {}).values()),
+            )
+
+    def forget_conversations(self, user: str) -> None:
+        with self._lock:
+            self._invitations.pop(user, None)
+            for room, conversation in self._lists.pop(user, {}).items():
+                state = self._rooms.get(room)
+                if conversation.kind == "direct" and state is not None:
+                    state.history.clear()
 
     # -- rooms ---------------------------------------------------------------------------------
     def _room_for_join(self, name: str) -> _Room:

@@ -22,6 +22,10 @@ one behavioural test suite runs against both. What lives where, under the prefix
 | `P instances` | set | ids of the instances that hold memberships (what reaping scans) |
 | `P instance:<id>:reaped` | set | memberships others reaped from it (same JSON), with a TTL |
 | `P cancelled:<attempt>` | string | a failed join attempt that must never take effect; with a TTL |
+| `P private:<room>` | string | a private room's chosen name (it exists while this does) |
+| `P access:<room>` | set | case-folded users who may enter the private room |
+| `P list:<user>` | hash | direct conversations and private rooms: room → JSON `[kind, title]` |
+| `P invites:<user>` | hash | the user's pending invitations: room → JSON `[name, by]` |
 
 Everything is bounded as in memory: at most `max_rooms` rooms (each with `history_limit`
 messages), `MAX_SESSIONS_PER_USER` sessions per user, sessions and heartbeats expire (the
@@ -78,6 +82,7 @@ from redis.retry import Retry
 from service.clock import utc_now_iso
 from service.redispool import blocking_pool
 from service.store.base import (
+    Conversation,
     JoinCancelled,
     JoinResult,
     LeaveResult,
@@ -298,6 +303,51 @@ return 1
 """
 
 
+# ARGV: prefix, user, room, JSON [kind, title], cap -> 1 listed (or already), 0 list full
+_ADD_CONVERSATION = """
+local key = ARGV[1] .. 'list:' .. ARGV[2]
+if redis.call('HEXISTS', key, ARGV[3]) == 1 then return 1 end
+if redis.call('HLEN', key) >= tonumber(ARGV[5]) then return 0 end
+redis.call('HSET', key, ARGV[3], ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, room, user, JSON [name, by] -> 1 invited, 0 has access already
+_INVITE = """
+local P, room, user = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('SISMEMBER', P .. 'access:' .. room, user) == 1 then return 0 end
+redis.call('HSET', P .. 'invites:' .. user, room, ARGV[4])
+return 1
+"""
+
+# ARGV: prefix, room, user -> 1 may enter (access, or an invitation now turned into it), 0 not
+_ADMIT = """
+local P, room, user = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', P .. 'private:' .. room) == 0 then return 0 end
+if redis.call('SISMEMBER', P .. 'access:' .. room, user) == 1 then return 1 end
+local invitation = redis.call('HGET', P .. 'invites:' .. user, room)
+if not invitation then return 0 end
+redis.call('HDEL', P .. 'invites:' .. user, room)
+redis.call('SADD', P .. 'access:' .. room, user)
+local name = cjson.decode(invitation)[1]
+redis.call('HSET', P .. 'list:' .. user, room, cjson.encode({'private', name}))
+return 1
+"""
+
+# ARGV: prefix, user: drop the user's list and invitations, and the history of their direct
+# conversations (opened while the name was nobody's).
+_FORGET_CONVERSATIONS = """
+local P, user = ARGV[1], ARGV[2]
+local listed = redis.call('HGETALL', P .. 'list:' .. user)
+for i = 1, #listed, 2 do
+  if cjson.decode(listed[i + 1])[1] == 'direct' then
+    redis.call('DEL', P .. 'room:' .. listed[i] .. ':history')
+  end
+end
+redis.call('DEL', P .. 'list:' .. user, P .. 'invites:' .. user)
+"""
+
+
 def _message(raw: str) -> Message:
     value = json.loads(raw)
     return Message(value["id"], value["room"], value["user"], value["text"], value["ts"])
@@ -353,6 +403,10 @@ class RedisStore:
         self._cancel_join = register(_CANCEL_JOIN)
         self._create_session = register(_CREATE_SESSION)
         self._delete_session = register(_DELETE_SESSION)
+        self._add_conversation = register(_ADD_CONVERSATION)
+        self._invite = register(_INVITE)
+        self._admit = register(_ADMIT)
+        self._forget_conversations = register(_FORGET_CONVERSATIONS)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -384,6 +438,55 @@ class RedisStore:
 
     def delete_session(self, token: str) -> None:
         self._delete_session(args=[self.prefix, token])
+
+    # -- private conversations -----------------------------------------------------------------
+    def add_conversation(self, user: str, conversation: Conversation, cap: int) -> bool:
+        entry = json.dumps([conversation.kind, conversation.title])
+        return bool(self._add_conversation(args=[self.prefix, user, conversation.room, entry, cap]))
+
+    def create_private(self, room: str, name: str, creator: str) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("private", room), name)
+            pipe.sadd(self._key("access", room), creator)
+            pipe.hset(self._key("list", creator), room, json.dumps(["private", name]))
+            pipe.execute()
+
+    def private_name(self, room: str) -> str | None:
+        return cast("str | None", self._redis.get(self._key("private", room)))
+
+    def has_access(self, room: str, user: str) -> bool:
+        return bool(self._redis.sismember(self._key("access", room), user))
+
+    def invite(self, room: str, user: str, invitation: Conversation) -> bool:
+        entry = json.dumps([invitation.title, invitation.by])
+        return bool(self._invite(args=[self.prefix, room, user, entry]))
+
+    def admit(self, room: str, user: str) -> bool:
+        return bool(self._admit(args=[self.prefix, room, user]))
+
+    def revoke(self, room: str, user: str) -> None:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.srem(self._key("access", room), user)
+            pipe.hdel(self._key("list", user), room)
+            pipe.execute()
+
+    def conversations(self, user: str) -> tuple[list[Conversation], list[Conversation]]:
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._key("list", user))
+            pipe.hgetall(self._key("invites", user))
+            listed, invites = pipe.execute()
+        conversations = []
+        for room, raw in listed.items():
+            kind, title = json.loads(raw)
+            conversations.append(Conversation(room, str(kind), str(title)))
+        invitations = []
+        for room, raw in invites.items():
+            name, by = json.loads(raw)
+            invitations.append(Conversation(room, "private", str(name), str(by)))
+        return conversations, invitations
+
+    def forget_conversations(self, user: str) -> None:
+        self._forget_conversations(args=[self.prefix, user])
 
     # -- rooms ---------------------------------------------------------------------------------
     def join(self, room: str, user: str, sid: str, attempt: str = "") -> JoinResult:

@@ -14,15 +14,18 @@ from typing import Any, Final
 
 from service.telemetry.logging import LineBudget, get_logger
 from service.telemetry.metrics import (
+    PRIVATE_ROOM_PREFIXES,
     UNMATCHED_ROUTE,
     ChatMetrics,
     ConnectRejection,
+    ConversationKind,
     DisconnectReason,
     LeaveReason,
     LiveState,
     LoginResult,
     ProbeFailure,
     RegistrationFailure,
+    Rejection,
     Source,
     bounded,
     bounded_method,
@@ -58,6 +61,10 @@ LOG_EVENTS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "service_failed": (ERROR, ("reason", "exception")),
     "log_lines_dropped": (WARNING, ("count",)),
     "probe_failed": (WARNING, ("reason", "path", "peer", "waited_s", "error")),
+    "dm_opened": (INFO, ("user", "room", "source")),
+    "private_room_created": (INFO, ("user", "room", "source")),
+    "user_invited": (INFO, ("user", "room", "invitee", "source")),
+    "access_refused": (WARNING, ("user", "room", "source", "action", "reason")),
 }
 
 _LEVELS: Final = {INFO: logging.INFO, WARNING: logging.WARNING, ERROR: logging.ERROR}
@@ -79,12 +86,19 @@ class Telemetry:
     """The one place where the service's events are logged and counted."""
 
     def __init__(
-        self, metrics: ChatMetrics, log_message_text: bool = True, strict: bool = False
+        self,
+        metrics: ChatMetrics,
+        log_message_text: bool = True,
+        strict: bool = False,
+        log_private_message_text: bool = False,
     ) -> None:
-        """`strict` (`CHAT_STRICT_LOGS`, on in the tests): a line whose fields are not all in
-        `LOG_EVENTS` raises instead of being written, so the catalogue stays the one truth."""
+        """`log_private_message_text`: the text of direct and private-room messages is logged
+        too (with `log_message_text`). `strict` (`CHAT_STRICT_LOGS`, on in the tests): a line
+        whose fields are not all in `LOG_EVENTS` raises instead of being written, so the
+        catalogue stays the one truth."""
         self.metrics = metrics
         self.log_message_text = log_message_text
+        self.log_private_message_text = log_private_message_text
         self.strict = strict
         self.log = get_logger("chat")
         self._rejection_lines = LineBudget(REJECTION_LINES_PER_SECOND)
@@ -213,7 +227,8 @@ class Telemetry:
             "source": source,
             "length": len(text),
         }
-        if self.log_message_text:
+        private = room.startswith(PRIVATE_ROOM_PREFIXES)
+        if self.log_message_text and (self.log_private_message_text or not private):
             fields["text"] = text
         self._write("message_sent", **fields)
 
@@ -231,6 +246,33 @@ class Telemetry:
         self.metrics.messages_rejected_total.labels(Source.SOCKET, rejection_label(reason)).inc()
         self._write(
             "event_rejected", user=user, sid=sid, socket_event=event, room=room, reason=reason
+        )
+
+    # -- private conversations ---------------------------------------------------------------
+    def dm_opened(self, user: str, room: str, source: Source) -> None:
+        self.metrics.conversations_opened_total.labels(ConversationKind.DIRECT).inc()
+        self._write("dm_opened", user=user, room=room, source=source)
+
+    def private_room_created(self, user: str, room: str, source: Source) -> None:
+        self.metrics.conversations_opened_total.labels(ConversationKind.PRIVATE).inc()
+        self._write("private_room_created", user=user, room=room, source=source)
+
+    def user_invited(self, user: str, room: str, invitee: str, source: Source) -> None:
+        self.metrics.invitations_total.inc()
+        self._write("user_invited", user=user, room=room, invitee=invitee, source=source)
+
+    def access_refused(self, user: str, room: str | None, source: Source, action: str) -> None:
+        """A user without access (no invitation, not one of a direct conversation's two) tried
+        to join, read, send to, type in or invite to a private conversation: `not_invited`,
+        counted with the door's other refusals."""
+        self.metrics.messages_rejected_total.labels(source, Rejection.NOT_INVITED).inc()
+        self._write(
+            "access_refused",
+            user=user,
+            room=room,
+            source=source,
+            action=action,
+            reason=Rejection.NOT_INVITED.value,
         )
 
     # -- HTTP ------------------------------------------------------------------------------

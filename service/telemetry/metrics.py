@@ -41,6 +41,13 @@ from service.telemetry.exposition import ChatRegistry, TextExposition
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OTHER_ROOM: Final = "_other"
+# Every direct conversation is counted under one `room` label, and every private room under
+# another: their internal names carry user names (and would be unbounded), so none is a label.
+DIRECT_ROOM: Final = "_direct"
+PRIVATE_ROOM: Final = "_private"
+DIRECT_ROOM_PREFIX: Final = "_dm:"
+PRIVATE_ROOM_PREFIX: Final = "_p:"
+PRIVATE_ROOM_PREFIXES: Final = (DIRECT_ROOM_PREFIX, PRIVATE_ROOM_PREFIX)
 UNMATCHED_ROUTE: Final = "unmatched"  # the `route` of a request no URL rule matched
 
 
@@ -91,6 +98,8 @@ class Rejection(StrEnum):
     UNAUTHORIZED = "unauthorized"
     INTERNAL_ERROR = "internal_error"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_USERNAME = "invalid_username"  # a direct conversation or invitation for a bad name
+    NOT_INVITED = "not_invited"  # a private conversation the user has no access to
 
 
 class RequestRejection(StrEnum):
@@ -108,6 +117,17 @@ class RequestRejection(StrEnum):
     # Refusals of the routes that have no event of their own (a room's history).
     INVALID_ROOM = "invalid_room"
     NOT_IN_ROOM = "not_in_room"
+    # Refusals of the private-conversation routes (`POST /dm`, `/private`, `/invite`).
+    INVALID_USERNAME = "invalid_username"
+    RATE_LIMITED = "rate_limited"
+    ROOM_LIMIT_REACHED = "room_limit_reached"
+
+
+class ConversationKind(StrEnum):
+    """A direct conversation (two users) or a private room (by invitation)."""
+
+    DIRECT = "direct"
+    PRIVATE = "private"
 
 
 class RegistrationFailure(StrEnum):
@@ -136,6 +156,10 @@ class SocketEvent(StrEnum):
     LEAVE = "leave"
     MESSAGE = "message"
     TYPING = "typing"
+    OPEN_DM = "open_dm"
+    CREATE_PRIVATE = "create_private"
+    INVITE = "invite"
+    CONVERSATIONS = "conversations"
 
 
 E = TypeVar("E", bound=StrEnum)
@@ -201,12 +225,19 @@ class RoomLabels:
         self._labelled: set[str] = set()
 
     def claim(self, room: str) -> str:
-        """A room became active: give it its own label while places remain."""
+        """A room became active: give it its own label while places remain (never a private
+        conversation: those share `_direct` and `_private`)."""
+        if room.startswith(PRIVATE_ROOM_PREFIXES):
+            return self.label(room)
         if room not in self._labelled and len(self._labelled) < self.max_rooms:
             self._labelled.add(room)
         return self.label(room)
 
     def label(self, room: str) -> str:
+        if room.startswith(DIRECT_ROOM_PREFIX):
+            return DIRECT_ROOM
+        if room.startswith(PRIVATE_ROOM_PREFIX):
+            return PRIVATE_ROOM
         return room if room in self._labelled else OTHER_ROOM
 
     def release(self, room: str) -> bool:
@@ -336,6 +367,17 @@ class ChatMetrics:
         )
         for failure in RegistrationFailure:
             self.registrations_failed_total.labels(failure)
+        self.conversations_opened_total = Counter(
+            "chat_conversations_opened_total",
+            "Direct conversations opened and private rooms created, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ConversationKind:
+            self.conversations_opened_total.labels(kind)
+        self.invitations_total = Counter(
+            "chat_invitations_total", "Invitations to private rooms.", registry=r
+        )
         # Counted by the process's one log writer (service.telemetry.logging.LineWriter).
         self.log_lines_dropped_total = Counter(
             "chat_log_lines_dropped_total",
