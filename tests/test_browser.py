@@ -453,6 +453,102 @@ def test_presence_typing_and_unread_counts(
     expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
 
 
+def direct_id(*names: str) -> str:
+    return "_dm:" + ":".join(sorted(name.lower() for name in names))
+
+
+def log_in(person: Person) -> Person:
+    """Log an existing account in on the login page."""
+    person.page.goto(person.base_url + "/login")
+    person.page.fill("#username", person.name)
+    person.page.fill("#password", PASSWORD)
+    person.page.get_by_role("button", name="Log in").click()
+    expect(person.page).to_have_url(person.base_url + "/")
+    expect(person.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    return person
+
+
+def sidebar_text(person: Person) -> str:
+    return person.page.locator("#sidebar").inner_text()
+
+
+def test_a_direct_message_is_between_two_people_and_a_third_sees_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("commons")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    carol = open_person(chat_server.url)
+    carol.watch.allow(http_status_failure(403))
+    alice.join(room)
+    bob.join(room)
+    carol.join(room)
+    dm = direct_id(alice.name, bob.name)
+
+    # Alice starts it from the member list; it opens like a room, under Bob's name.
+    alice.page.locator(f'#members .member[data-user="{bob.name}"] .member-dm').click()
+    expect(alice.page.locator("#room-title")).to_have_text(bob.name)
+    expect(alice.page.locator("#room-subtitle")).to_contain_text("Direct message")
+    alice_dm = alice.page.locator(f'#dm-list .room-button[data-room="{dm}"]')
+    expect(alice_dm.locator(".room-name")).to_have_text(bob.name)
+    expect(alice.page.locator("#composer-input")).to_be_focused()
+
+    # Bob hears of it live (dm_opened), listed under Alice's name, with an unread count.
+    bob_dm = bob.page.locator(f'#dm-list .room-button[data-room="{dm}"]')
+    expect(bob_dm.locator(".room-name")).to_have_text(alice.name)
+    alice.say("just between us")
+    expect(bob_dm.locator(".room-unread")).to_have_text("1")
+    screenshots_everywhere(bob.page, "dm-unread")
+    bob_dm.click()
+    expect(bob.page.locator("#room-title")).to_have_text(alice.name)
+    bob.wait_for_texts(["just between us"])
+    expect(bob_dm.locator(".room-unread")).to_have_count(0)
+    expect(bob.page.locator("#members .member")).to_have_count(2)
+
+    # Typing and presence work as in any room.
+    bob.page.type("#composer-input", "ok")
+    expect(alice.page.locator("#typing")).to_have_text(f"{bob.name} is typing…")
+    bob.page.press("#composer-input", "Enter")
+    alice.wait_for_texts(["just between us", "ok"])
+    expect(alice.page.locator("#members .member")).to_have_count(2)
+    screenshots_everywhere(alice.page, "dm-open")
+    for person in (alice, bob):
+        assert "_dm:" not in sidebar_text(person)
+        assert "_dm:" not in person.page.locator("#room-header").inner_text()
+        assert "_dm:" not in person.page.title()
+
+    # Carol sees nothing of it, and the server refuses her the id itself.
+    expect(carol.page.locator("#dm-list .room-button")).to_have_count(0)
+    expect(carol.page.locator("#dm-empty")).to_be_visible()
+    carol.page.fill("#join-input", dm)
+    carol.page.press("#join-input", "Enter")
+    expect(carol.page.locator("#join-error")).to_have_text(
+        "this conversation is private: you need an invitation"
+    )
+    expect(carol.page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(carol.page.locator(f'.room-button[data-room="{dm}"]')).to_have_count(0)
+    assert "just between us" not in carol.page.content()
+    history = carol.page.request.get(f"{chat_server.url}/rooms/{dm}/messages")
+    assert history.status == 403 and history.json()["error"] == "not_invited"
+    screenshot(carol.page, "dm-refused")
+
+    # Opened by typing a name while Dave is away: he finds it when he connects.
+    dave = open_person(chat_server.url, unique("dave"), sign_up=False)
+    chat_server.login(dave.name)
+    alice.page.fill("#dm-input", dave.name)
+    alice.page.press("#dm-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(dave.name)
+    alice.say("when you are back")
+    log_in(dave)
+    dave_room = direct_id(alice.name, dave.name)
+    dave_dm = dave.page.locator(f'#dm-list .room-button[data-room="{dave_room}"]')
+    expect(dave_dm.locator(".room-name")).to_have_text(alice.name)
+    dave_dm.click()
+    expect(dave.page.locator("#room-title")).to_have_text(alice.name)
+    dave.wait_for_texts(["when you are back"])
+    expect(alice.page.locator("#dm-list .room-button")).to_have_count(2)
+
+
 def test_one_day_divider_per_day_with_join_and_leave_notices_between(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
