@@ -549,6 +549,72 @@ def test_a_direct_message_is_between_two_people_and_a_third_sees_nothing(
     expect(alice.page.locator("#dm-list .room-button")).to_have_count(2)
 
 
+def test_a_private_room_is_joined_by_invitation_and_a_third_sees_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    title = unique("plans")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    carol = open_person(chat_server.url)
+
+    # Alice creates it with the join form's "private" box; it is listed under its title.
+    alice.page.fill("#join-input", title)
+    alice.page.check("#join-private")
+    alice.page.press("#join-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(title)
+    expect(alice.page.locator("#room-subtitle")).to_contain_text("Private room")
+    listed = alice.page.locator("#private-rooms .room-button")
+    expect(listed.locator(".room-name")).to_have_text(title)
+    room = listed.get_attribute("data-room")
+    assert room is not None and re.fullmatch(r"_p:[0-9a-f]{16}", room)
+    expect(alice.page.locator("#my-rooms .room-button")).to_have_count(0)
+    expect(alice.page.locator("#join-private")).not_to_be_checked()
+    alice.say("the plan")
+
+    # She invites Bob from the room; the invitation reaches him live, with a Join.
+    alice.page.fill("#invite-input", bob.name)
+    alice.page.press("#invite-input", "Enter")
+    expect(alice.page.locator("#invite-status")).to_have_text(f"Invited {bob.name}.")
+    invitation = bob.page.locator(f'#invitations .invitation[data-room="{room}"]')
+    expect(invitation.locator(".room-name")).to_have_text(title)
+    expect(invitation.locator(".room-members")).to_have_text(f"from {alice.name}")
+    screenshots_everywhere(bob.page, "private-invitation")
+    invitation.get_by_role("button", name=re.compile("^Join")).click()
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+    bob.wait_for_texts(["the plan"])
+    expect(bob.page.locator("#invitations-box")).to_be_hidden()
+    expect(bob.page.locator(f'#private-rooms .room-button[data-room="{room}"]')).to_have_count(1)
+    expect(alice.page.locator("#members .member")).to_have_count(2)
+    bob.say("count me in")
+    alice.wait_for_texts(["the plan", "count me in"])
+    screenshots_everywhere(alice.page, "private-room")
+    for person in (alice, bob):
+        assert "_p:" not in sidebar_text(person)
+        assert "_p:" not in person.page.locator("#room-header").inner_text()
+
+    # Carol sees nothing: not in her lists, not among the active rooms, and the id is refused.
+    rooms = carol.page.request.get(chat_server.url + "/rooms").json()
+    assert room not in [entry["name"] for entry in rooms]
+    expect(carol.page.locator("#private-rooms .room-button")).to_have_count(0)
+    expect(carol.page.locator("#invitations-box")).to_be_hidden()
+    carol.page.fill("#join-input", room)
+    carol.page.press("#join-input", "Enter")
+    expect(carol.page.locator("#join-error")).to_have_text(
+        "this conversation is private: you need an invitation"
+    )
+    assert title not in sidebar_text(carol)
+    assert "the plan" not in carol.page.content()
+    screenshot(carol.page, "private-refused")
+
+    # After a reload Bob finds the room again under its title (the conversations list).
+    bob.page.reload()
+    expect(bob.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(
+        bob.page.locator(f'#private-rooms .room-button[data-room="{room}"] .room-name')
+    ).to_have_text(title)
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+
+
 def test_one_day_divider_per_day_with_join_and_leave_notices_between(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
