@@ -472,6 +472,22 @@ def sidebar_text(person: Person) -> str:
     return person.page.locator("#sidebar").inner_text()
 
 
+def room_drawer_screenshots(page: Page, name: str) -> None:
+    """The phone's room list (the sidebar drawer) open, light and dark; then back to desktop."""
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)
+    page.locator("#toggle-rooms").click()
+    expect(page.locator("body")).to_have_class(re.compile(r"\brooms-open\b"))
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.wait_for_timeout(300)
+        screenshot(page, f"{name}-drawer-{scheme}")
+    page.keyboard.press("Escape")
+    page.set_viewport_size(DESKTOP)
+    page.emulate_media(color_scheme="light")
+    page.wait_for_timeout(300)
+
+
 def test_a_direct_message_is_between_two_people_and_a_third_sees_nothing(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
@@ -499,6 +515,7 @@ def test_a_direct_message_is_between_two_people_and_a_third_sees_nothing(
     alice.say("just between us")
     expect(bob_dm.locator(".room-unread")).to_have_text("1")
     screenshots_everywhere(bob.page, "dm-unread")
+    room_drawer_screenshots(bob.page, "dm-unread")
     bob_dm.click()
     expect(bob.page.locator("#room-title")).to_have_text(alice.name)
     bob.wait_for_texts(["just between us"])
@@ -579,6 +596,7 @@ def test_a_private_room_is_joined_by_invitation_and_a_third_sees_nothing(
     expect(invitation.locator(".room-name")).to_have_text(title)
     expect(invitation.locator(".room-members")).to_have_text(f"from {alice.name}")
     screenshots_everywhere(bob.page, "private-invitation")
+    room_drawer_screenshots(bob.page, "private-invitation")
     invitation.get_by_role("button", name=re.compile("^Join")).click()
     expect(bob.page.locator("#room-title")).to_have_text(title)
     bob.wait_for_texts(["the plan"])

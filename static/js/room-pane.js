@@ -89,8 +89,14 @@ export class RoomPane {
     ui.roomTitle.textContent = label;
     ui.roomTitle.dataset.kind = kind;
     const where = { public: "", direct: "Direct message · ", private: "Private room · " }[kind];
+    const here =
+      kind === "direct"
+        ? room.members.length > 1
+          ? "both here"
+          : "only you here"
+        : `${plural(room.members.length, "member")} here`;
     ui.roomSubtitle.textContent = room.joined
-      ? `${where}${plural(room.members.length, "member")} here`
+      ? `${where}${here}`
       : room.epoch === null
         ? `${where}Joining…`
         : "Not connected: rejoining when the connection is back…";
