@@ -808,6 +808,8 @@ def test_keyboard_alone_joins_sends_and_switches_rooms(
     # Room buttons are real buttons: focusable and pressed with Enter.
     tab_to(page, "join-input", backwards=True)
     page.keyboard.press("Tab")  # the Join button
+    page.keyboard.press("Tab")  # the "New private room" box
+    expect(page.locator("#join-private")).to_be_focused()
     page.keyboard.press("Tab")  # the first of your rooms
     assert page.evaluate("document.activeElement.dataset.room") == other
     page.keyboard.press("Enter")

@@ -45,6 +45,8 @@ export class RoomPane {
       previous.scrollTop = this.#scroll.isNearBottom() ? null : ui.messages.scrollTop;
     }
     state.current = name;
+    ui.inviteStatus.hidden = true; // "Invited …" belongs to the room it was said in
+    ui.inviteStatus.textContent = "";
     const room = state.currentRoom;
     if (room) {
       room.unread = 0;
