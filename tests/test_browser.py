@@ -453,6 +453,186 @@ def test_presence_typing_and_unread_counts(
     expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
 
 
+def direct_id(*names: str) -> str:
+    return "_dm:" + ":".join(sorted(name.lower() for name in names))
+
+
+def log_in(person: Person) -> Person:
+    """Log an existing account in on the login page."""
+    person.page.goto(person.base_url + "/login")
+    person.page.fill("#username", person.name)
+    person.page.fill("#password", PASSWORD)
+    person.page.get_by_role("button", name="Log in").click()
+    expect(person.page).to_have_url(person.base_url + "/")
+    expect(person.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    return person
+
+
+def sidebar_text(person: Person) -> str:
+    return person.page.locator("#sidebar").inner_text()
+
+
+def room_drawer_screenshots(page: Page, name: str) -> None:
+    """The phone's room list (the sidebar drawer) open, light and dark; then back to desktop."""
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)
+    page.locator("#toggle-rooms").click()
+    expect(page.locator("body")).to_have_class(re.compile(r"\brooms-open\b"))
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        page.wait_for_timeout(300)
+        screenshot(page, f"{name}-drawer-{scheme}")
+    page.keyboard.press("Escape")
+    page.set_viewport_size(DESKTOP)
+    page.emulate_media(color_scheme="light")
+    page.wait_for_timeout(300)
+
+
+def test_a_direct_message_is_between_two_people_and_a_third_sees_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    room = unique("commons")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    carol = open_person(chat_server.url)
+    carol.watch.allow(http_status_failure(403))
+    alice.join(room)
+    bob.join(room)
+    carol.join(room)
+    dm = direct_id(alice.name, bob.name)
+
+    # Alice starts it from the member list; it opens like a room, under Bob's name.
+    alice.page.locator(f'#members .member[data-user="{bob.name}"] .member-dm').click()
+    expect(alice.page.locator("#room-title")).to_have_text(bob.name)
+    expect(alice.page.locator("#room-subtitle")).to_contain_text("Direct message")
+    alice_dm = alice.page.locator(f'#dm-list .room-button[data-room="{dm}"]')
+    expect(alice_dm.locator(".room-name")).to_have_text(bob.name)
+    expect(alice.page.locator("#composer-input")).to_be_focused()
+
+    # Bob hears of it live (dm_opened), listed under Alice's name, with an unread count.
+    bob_dm = bob.page.locator(f'#dm-list .room-button[data-room="{dm}"]')
+    expect(bob_dm.locator(".room-name")).to_have_text(alice.name)
+    alice.say("just between us")
+    expect(bob_dm.locator(".room-unread")).to_have_text("1")
+    screenshots_everywhere(bob.page, "dm-unread")
+    room_drawer_screenshots(bob.page, "dm-unread")
+    bob_dm.click()
+    expect(bob.page.locator("#room-title")).to_have_text(alice.name)
+    bob.wait_for_texts(["just between us"])
+    expect(bob_dm.locator(".room-unread")).to_have_count(0)
+    expect(bob.page.locator("#members .member")).to_have_count(2)
+
+    # Typing and presence work as in any room.
+    bob.page.type("#composer-input", "ok")
+    expect(alice.page.locator("#typing")).to_have_text(f"{bob.name} is typing…")
+    bob.page.press("#composer-input", "Enter")
+    alice.wait_for_texts(["just between us", "ok"])
+    expect(alice.page.locator("#members .member")).to_have_count(2)
+    screenshots_everywhere(alice.page, "dm-open")
+    for person in (alice, bob):
+        assert "_dm:" not in sidebar_text(person)
+        assert "_dm:" not in person.page.locator("#room-header").inner_text()
+        assert "_dm:" not in person.page.title()
+
+    # Carol sees nothing of it, and the server refuses her the id itself.
+    expect(carol.page.locator("#dm-list .room-button")).to_have_count(0)
+    expect(carol.page.locator("#dm-empty")).to_be_visible()
+    carol.page.fill("#join-input", dm)
+    carol.page.press("#join-input", "Enter")
+    expect(carol.page.locator("#join-error")).to_have_text(
+        "this conversation is private: you need an invitation"
+    )
+    expect(carol.page.locator("#room-title")).to_have_text(f"#{room}")
+    expect(carol.page.locator(f'.room-button[data-room="{dm}"]')).to_have_count(0)
+    assert "just between us" not in carol.page.content()
+    history = carol.page.request.get(f"{chat_server.url}/rooms/{dm}/messages")
+    assert history.status == 403 and history.json()["error"] == "not_invited"
+    screenshot(carol.page, "dm-refused")
+
+    # Opened by typing a name while Dave is away: he finds it when he connects.
+    dave = open_person(chat_server.url, unique("dave"), sign_up=False)
+    chat_server.login(dave.name)
+    alice.page.fill("#dm-input", dave.name)
+    alice.page.press("#dm-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(dave.name)
+    alice.say("when you are back")
+    log_in(dave)
+    dave_room = direct_id(alice.name, dave.name)
+    dave_dm = dave.page.locator(f'#dm-list .room-button[data-room="{dave_room}"]')
+    expect(dave_dm.locator(".room-name")).to_have_text(alice.name)
+    dave_dm.click()
+    expect(dave.page.locator("#room-title")).to_have_text(alice.name)
+    dave.wait_for_texts(["when you are back"])
+    expect(alice.page.locator("#dm-list .room-button")).to_have_count(2)
+
+
+def test_a_private_room_is_joined_by_invitation_and_a_third_sees_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    title = unique("plans")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    carol = open_person(chat_server.url)
+
+    # Alice creates it with the join form's "private" box; it is listed under its title.
+    alice.page.fill("#join-input", title)
+    alice.page.check("#join-private")
+    alice.page.press("#join-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(title)
+    expect(alice.page.locator("#room-subtitle")).to_contain_text("Private room")
+    listed = alice.page.locator("#private-rooms .room-button")
+    expect(listed.locator(".room-name")).to_have_text(title)
+    room = listed.get_attribute("data-room")
+    assert room is not None and re.fullmatch(r"_p:[0-9a-f]{16}", room)
+    expect(alice.page.locator("#my-rooms .room-button")).to_have_count(0)
+    expect(alice.page.locator("#join-private")).not_to_be_checked()
+    alice.say("the plan")
+
+    # She invites Bob from the room; the invitation reaches him live, with a Join.
+    alice.page.fill("#invite-input", bob.name)
+    alice.page.press("#invite-input", "Enter")
+    expect(alice.page.locator("#invite-status")).to_have_text(f"Invited {bob.name}.")
+    invitation = bob.page.locator(f'#invitations .invitation[data-room="{room}"]')
+    expect(invitation.locator(".room-name")).to_have_text(title)
+    expect(invitation.locator(".room-members")).to_have_text(f"from {alice.name}")
+    screenshots_everywhere(bob.page, "private-invitation")
+    room_drawer_screenshots(bob.page, "private-invitation")
+    invitation.get_by_role("button", name=re.compile("^Join")).click()
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+    bob.wait_for_texts(["the plan"])
+    expect(bob.page.locator("#invitations-box")).to_be_hidden()
+    expect(bob.page.locator(f'#private-rooms .room-button[data-room="{room}"]')).to_have_count(1)
+    expect(alice.page.locator("#members .member")).to_have_count(2)
+    bob.say("count me in")
+    alice.wait_for_texts(["the plan", "count me in"])
+    screenshots_everywhere(alice.page, "private-room")
+    for person in (alice, bob):
+        assert "_p:" not in sidebar_text(person)
+        assert "_p:" not in person.page.locator("#room-header").inner_text()
+
+    # Carol sees nothing: not in her lists, not among the active rooms, and the id is refused.
+    rooms = carol.page.request.get(chat_server.url + "/rooms").json()
+    assert room not in [entry["name"] for entry in rooms]
+    expect(carol.page.locator("#private-rooms .room-button")).to_have_count(0)
+    expect(carol.page.locator("#invitations-box")).to_be_hidden()
+    carol.page.fill("#join-input", room)
+    carol.page.press("#join-input", "Enter")
+    expect(carol.page.locator("#join-error")).to_have_text(
+        "this conversation is private: you need an invitation"
+    )
+    assert title not in sidebar_text(carol)
+    assert "the plan" not in carol.page.content()
+    screenshot(carol.page, "private-refused")
+
+    # After a reload Bob finds the room again under its title (the conversations list).
+    bob.page.reload()
+    expect(bob.page.locator("#connection")).to_have_attribute("data-state", "connected")
+    expect(
+        bob.page.locator(f'#private-rooms .room-button[data-room="{room}"] .room-name')
+    ).to_have_text(title)
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+
+
 def test_one_day_divider_per_day_with_join_and_leave_notices_between(
     chat_server: ChatServer, open_person: Callable[..., Person]
 ) -> None:
@@ -628,6 +808,8 @@ def test_keyboard_alone_joins_sends_and_switches_rooms(
     # Room buttons are real buttons: focusable and pressed with Enter.
     tab_to(page, "join-input", backwards=True)
     page.keyboard.press("Tab")  # the Join button
+    page.keyboard.press("Tab")  # the "New private room" box
+    expect(page.locator("#join-private")).to_be_focused()
     page.keyboard.press("Tab")  # the first of your rooms
     assert page.evaluate("document.activeElement.dataset.room") == other
     page.keyboard.press("Enter")

@@ -3,12 +3,34 @@
 import { RoomView } from "./room-view.js";
 
 export const ROOM_NAME = /^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$/; // "_" first is the service's own
+/** The service's ids of private conversations: `_dm:<a>:<b>` (case-folded names) and `_p:<hex>`. */
+export const DIRECT_ID = /^_dm:([a-z0-9_.-]{3,32}):([a-z0-9_.-]{3,32})$/;
+export const PRIVATE_ID = /^_p:[0-9a-f]{16}$/;
+export const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/;
+
+/** What a room id is: "direct", "private" or "public". */
+export function roomKind(id) {
+  if (DIRECT_ID.test(id)) return "direct";
+  if (PRIVATE_ID.test(id)) return "private";
+  return "public";
+}
+
+/** A room id the page may keep or join: a public name or a private conversation's id. */
+export function isRoomId(id) {
+  return ROOM_NAME.test(id) || roomKind(id) !== "public";
+}
 
 export class ChatState {
   /** name -> RoomView, in the order the reader joined them. */
   rooms = new Map();
   /** The name of the room in view, or null (the welcome page). */
   current = null;
+  /** Direct conversations: room id -> the other user's name (from `conversations`, `dm_opened`). */
+  directs = new Map();
+  /** Private rooms the reader belongs to: room id -> title. */
+  privates = new Map();
+  /** Pending invitations: room id -> {name, by}. */
+  invitations = new Map();
 
   constructor(me) {
     /** The reader's username. */
@@ -19,6 +41,32 @@ export class ChatState {
   /** The RoomView in view, or undefined. */
   get currentRoom() {
     return this.rooms.get(this.current);
+  }
+
+  /** The name a room goes by in the page: `#general`, the other user's name, a private title. */
+  label(id) {
+    const kind = roomKind(id);
+    if (kind === "direct") return this.partner(id);
+    if (kind === "private") return this.privates.get(id) ?? this.invitations.get(id)?.name ?? "Private room";
+    return `#${id}`;
+  }
+
+  /** The other user of direct conversation `id` (as registered when known, else from the id). */
+  partner(id) {
+    const known = this.directs.get(id);
+    if (known) return known;
+    const [, a, b] = DIRECT_ID.exec(id) ?? [];
+    return a === this.me.toLowerCase() ? b : a;
+  }
+
+  /** Take the server's `conversations` lists (on every connect). */
+  applyConversations(ack) {
+    const entries = (list) => (Array.isArray(list) ? list.filter((entry) => entry && typeof entry.room === "string") : []);
+    this.directs = new Map(entries(ack.direct).filter((c) => typeof c.user === "string").map((c) => [c.room, c.user]));
+    this.privates = new Map(entries(ack.private).map((c) => [c.room, String(c.name ?? "")]));
+    this.invitations = new Map(
+      entries(ack.invitations).map((c) => [c.room, { name: String(c.name ?? ""), by: String(c.by ?? "") }]),
+    );
   }
 
   // -- persistence: the rooms you were in come back on reload and after a reconnect -------------
@@ -43,7 +91,7 @@ export class ChatState {
     try {
       const saved = JSON.parse(localStorage.getItem(this.storageKey) ?? "null");
       if (!saved || !Array.isArray(saved.rooms)) return { names: [], current: null };
-      return { names: saved.rooms.filter((name) => ROOM_NAME.test(name)), current: saved.current };
+      return { names: saved.rooms.filter((name) => typeof name === "string" && isRoomId(name)), current: saved.current };
     } catch {
       return { names: [], current: null };
     }

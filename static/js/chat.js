@@ -24,6 +24,19 @@ const ui = {
   joinForm: $("join-form"),
   joinInput: $("join-input"),
   joinError: $("join-error"),
+  joinPrivate: $("join-private"),
+  dmList: $("dm-list"),
+  dmEmpty: $("dm-empty"),
+  dmForm: $("dm-form"),
+  dmInput: $("dm-input"),
+  dmError: $("dm-error"),
+  privateRooms: $("private-rooms"),
+  privateRoomsEmpty: $("private-rooms-empty"),
+  invitationsBox: $("invitations-box"),
+  invitations: $("invitations"),
+  inviteForm: $("invite-form"),
+  inviteInput: $("invite-input"),
+  inviteStatus: $("invite-status"),
   myRooms: $("my-rooms"),
   myRoomsEmpty: $("my-rooms-empty"),
   otherRooms: $("other-rooms"),
@@ -56,6 +69,7 @@ const connection = new Connection(ui, {
   onConnect: () => {
     sync.rejoinAll();
     sidebar.refresh();
+    sidebar.loadConversations();
   },
   onDisconnect: () => sync.connectionLost(),
 });

@@ -1,5 +1,6 @@
 // The room in view: switching rooms (each keeps its draft and scroll position), the room's
 // header and member list, the typing line, and Alt+↑ / Alt+↓ between your rooms.
+import { roomKind } from "./chat-state.js";
 import { plural, typingSentence } from "./format.js";
 import { paintAvatar } from "./room-view.js";
 import { titleWithUnread } from "./sidebar.js";
@@ -44,6 +45,8 @@ export class RoomPane {
       previous.scrollTop = this.#scroll.isNearBottom() ? null : ui.messages.scrollTop;
     }
     state.current = name;
+    ui.inviteStatus.hidden = true; // "Invited …" belongs to the room it was said in
+    ui.inviteStatus.textContent = "";
     const room = state.currentRoom;
     if (room) {
       room.unread = 0;
@@ -83,18 +86,35 @@ export class RoomPane {
       document.title = titleWithUnread(state, ui, "Observable Chat");
       return;
     }
-    ui.roomTitle.textContent = `#${room.name}`;
+    const kind = roomKind(room.name);
+    const label = state.label(room.name);
+    ui.roomTitle.textContent = label;
+    ui.roomTitle.dataset.kind = kind;
+    const where = { public: "", direct: "Direct message · ", private: "Private room · " }[kind];
+    const here =
+      kind === "direct"
+        ? room.members.length > 1
+          ? "both here"
+          : "only you here"
+        : `${plural(room.members.length, "member")} here`;
     ui.roomSubtitle.textContent = room.joined
-      ? `${plural(room.members.length, "member")} here`
+      ? `${where}${here}`
       : room.epoch === null
-        ? "Joining…"
+        ? `${where}Joining…`
         : "Not connected: rejoining when the connection is back…";
-    ui.messages.setAttribute("aria-label", `Messages in #${room.name}`);
+    ui.messages.setAttribute("aria-label", kind === "direct" ? `Messages with ${label}` : `Messages in ${label}`);
     ui.membersTitle.textContent = `In this room · ${room.members.length}`;
+    if (ui.inviteForm.hidden !== (kind !== "private")) {
+      ui.inviteForm.hidden = kind !== "private";
+      ui.inviteStatus.hidden = true;
+      ui.inviteStatus.textContent = "";
+    }
     const me = state.me;
     const sorted = [...room.members].sort((a, b) => (a === me ? -1 : b === me ? 1 : a.localeCompare(b)));
-    ui.members.replaceChildren(...sorted.map((user) => memberItem(user, user === me)));
-    document.title = titleWithUnread(state, ui, `#${room.name} · Observable Chat`);
+    // Anyone else listed can be messaged directly (in a direct message, that is who you talk to).
+    const canMessage = (user) => user !== me && kind !== "direct";
+    ui.members.replaceChildren(...sorted.map((user) => memberItem(user, user === me, canMessage(user))));
+    document.title = titleWithUnread(state, ui, `${label} · Observable Chat`);
   }
 
   renderTyping() {
@@ -103,7 +123,7 @@ export class RoomPane {
   }
 }
 
-function memberItem(user, isMe) {
+function memberItem(user, isMe, canMessage) {
   const item = document.createElement("li");
   item.className = "member";
   item.dataset.user = user;
@@ -120,6 +140,15 @@ function memberItem(user, isMe) {
     you.className = "member-you";
     you.textContent = "you";
     item.append(you);
+  }
+  if (canMessage) {
+    const message = document.createElement("button");
+    message.type = "button";
+    message.className = "link-button member-dm";
+    message.dataset.user = user;
+    message.textContent = "Message";
+    message.setAttribute("aria-label", `Message ${user} directly`);
+    item.append(message);
   }
   return item;
 }

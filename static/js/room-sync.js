@@ -80,14 +80,14 @@ export class RoomSync {
     if (!ack.ok) {
       if (ack.error === "unauthorized") {
         this.#connection.sessionEnded();
-      } else if (rejoin && (ack.error === "invalid_room" || ack.error === "invalid_payload")) {
-        // A saved name the server does not accept: forget it.
+      } else if (rejoin && ["invalid_room", "invalid_payload", "not_invited"].includes(ack.error)) {
+        // A saved name the server does not accept (or a private room you no longer have): forget it.
         state.rooms.delete(name);
         if (state.current === name) state.current = null;
         state.save();
         this.#pane.renderAll();
       } else if (rejoin) {
-        state.rooms.get(name)?.note(`Could not rejoin #${name}: ${ack.message || ack.error}`, "warning");
+        state.rooms.get(name)?.note(`Could not rejoin ${state.label(name)}: ${ack.message || ack.error}`, "warning");
       }
       return ack;
     }
@@ -154,6 +154,8 @@ export class RoomSync {
       }
     }
     state.rooms.delete(name);
+    // Leaving a private room gives up access to it until someone invites you again.
+    state.privates.delete(name);
     if (state.current === name) {
       state.current = null;
       const next = state.rooms.keys().next();

@@ -19,10 +19,18 @@ function roomStart(name) {
   item.className = "room-start";
   const title = document.createElement("p");
   title.className = "room-start-title";
-  title.textContent = `This is the start of #${name}`;
   const line = document.createElement("p");
   line.className = "room-start-text";
-  line.textContent = "Everything written here is seen by everyone in the room, and by whoever joins later.";
+  if (name.startsWith("_dm:")) {
+    title.textContent = "This is the start of your direct messages";
+    line.textContent = "Only the two of you can read what is written here.";
+  } else if (name.startsWith("_p:")) {
+    title.textContent = "This is the start of this private room";
+    line.textContent = "Only its members can read what is written here; they can invite others, who see it all.";
+  } else {
+    title.textContent = `This is the start of #${name}`;
+    line.textContent = "Everything written here is seen by everyone in the room, and by whoever joins later.";
+  }
   item.append(title, line);
   return item;
 }
