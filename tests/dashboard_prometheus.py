@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,18 +99,8 @@ class Prometheus:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited early:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
+        wait_ready("prometheus", self.process, self.url, self.log, self.stop, timeout)
+        return self
 
     def stop(self) -> None:
         if self.process is not None:
@@ -162,6 +152,30 @@ class Prometheus:
     def wait_for_scrape_after(self, moment: float, timeout: float = 20.0) -> float:
         """Wait until a scrape that started after `moment` is stored; return its timestamp."""
         return float(wait_until(lambda: max(self.last_scrape() - moment, 0), timeout)) + moment
+
+
+def wait_ready(
+    name: str,
+    process: subprocess.Popen[bytes],
+    url: str,
+    log: Callable[[], str],
+    stop: Callable[[], None],
+    timeout: float,
+) -> None:
+    """Until `url/-/ready` answers (Prometheus and Alertmanager both have it); the log's tail
+    in the error when the program exits or is not ready in time (it is stopped then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log()}")
+        try:
+            if requests.get(url + "/-/ready", timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    stop()
+    raise RuntimeError(f"{name} did not become ready:\n{log()}")
 
 
 def shipped_authorization_block() -> dict[str, Any]:

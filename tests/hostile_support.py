@@ -15,6 +15,7 @@ import itertools
 import socket
 
 import requests
+import websocket
 from chatserver import ChatServer, wait_until
 
 _checks = itertools.count(1)
@@ -89,3 +90,21 @@ def polling_sid(server: ChatServer, http: requests.Session | None = None) -> str
 
     sid: str = json.loads(reply.text[1:])["sid"]
     return sid
+
+
+def session_cookie(server: ChatServer, name: str) -> str:
+    http = server.login(name)
+    return "; ".join(f"{c.name}={c.value}" for c in http.cookies)
+
+
+def chat_websocket(server: ChatServer, cookie: str) -> websocket.WebSocket:
+    """A websocket-client connection with its Socket.IO namespace connected."""
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+        header=[f"Cookie: {cookie}"],
+        timeout=5,
+    )
+    assert ws.recv().startswith("0{")
+    ws.send("40")
+    assert ws.recv().startswith("40{"), "the Socket.IO connect was refused"
+    return ws

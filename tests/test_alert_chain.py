@@ -57,7 +57,7 @@ import pytest
 import requests
 import yaml
 from chatserver import ChatServer, end_process, free_port, require_program, wait_until
-from dashboard_prometheus import JOB, Prometheus
+from dashboard_prometheus import JOB, Prometheus, wait_ready
 from dashboard_promql import ALERT_RULES, DASHBOARDS, PROMETHEUS_CONFIG, alert_rules
 
 ALERTMANAGER_CONFIG = DASHBOARDS / "alertmanager" / "alertmanager.yml"
@@ -224,18 +224,8 @@ class Alertmanager:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"alertmanager exited early:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"alertmanager did not become ready:\n{self.log()}")
+        wait_ready("alertmanager", self.process, self.url, self.log, self.stop, timeout)
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import websocket
 from chatserver import ChatServer
+from hostile_support import chat_websocket, session_cookie
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,16 +81,8 @@ def ws_frame(payload: bytes) -> bytes:
 
 
 def connected(server: ChatServer, name: str) -> websocket.WebSocket:
-    http = server.login(name)
-    cookie = "; ".join(f"{c.name}={c.value}" for c in http.cookies)
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
-        header=[f"Cookie: {cookie}"],
-        timeout=10,
-    )
-    assert ws.recv().startswith("0{")
-    ws.send("40")
-    assert ws.recv().startswith("40{"), "the Socket.IO connect was refused"
+    ws = chat_websocket(server, session_cookie(server, name))
+    ws.settimeout(10)
     return ws
 
 

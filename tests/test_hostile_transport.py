@@ -31,7 +31,7 @@ import pytest
 import requests
 import websocket
 from chatserver import ChatServer, wait_until
-from hostile_support import assert_service_sound, polling_sid
+from hostile_support import assert_service_sound, chat_websocket, polling_sid, session_cookie
 from structlog.testing import capture_logs
 
 from service.telemetry.events import Telemetry
@@ -140,24 +140,6 @@ def read_until_closed(conn: socket.socket, timeout: float) -> tuple[bytes, bool]
     except ConnectionError:
         pass
     return data, True
-
-
-def session_cookie(server: ChatServer, name: str) -> str:
-    http = server.login(name)
-    return "; ".join(f"{c.name}={c.value}" for c in http.cookies)
-
-
-def chat_websocket(server: ChatServer, cookie: str) -> websocket.WebSocket:
-    """A websocket-client connection with its Socket.IO namespace connected."""
-    ws = websocket.create_connection(
-        f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
-        header=[f"Cookie: {cookie}"],
-        timeout=5,
-    )
-    assert ws.recv().startswith("0{")
-    ws.send("40")
-    assert ws.recv().startswith("40{"), "the Socket.IO connect was refused"
-    return ws
 
 
 def closed_by_server(ws: websocket.WebSocket, timeout: float = 5.0) -> bool:
