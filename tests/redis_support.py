@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -62,3 +65,16 @@ class RedisServer:
         if self.process is not None:
             end_process(self.process)
         self.process = None
+
+
+@contextlib.contextmanager
+def stoppable_redis(directory: Path) -> Iterator[RedisServer]:
+    """A redis-server a test may stop with SIGSTOP: it is continued before it is ended (a
+    stopped process cannot end on SIGTERM)."""
+    server = RedisServer(directory).start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.stop()

@@ -39,7 +39,7 @@ import structlog
 from chatserver import ChatServer, RecordingClient, wait_until
 from flask import Flask
 from hostile_support import assert_service_sound, gauges
-from redis_support import RedisServer
+from redis_support import RedisServer, stoppable_redis
 
 from service.extension import parts_of
 from service.store.memory import MemoryStore
@@ -88,13 +88,8 @@ def stopped(redis_server: RedisServer) -> Iterator[None]:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with stoppable_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        if server.process is not None:
-            server.process.send_signal(signal.SIGCONT)  # a stopped process cannot end on SIGTERM
-        server.stop()
 
 
 @pytest.fixture

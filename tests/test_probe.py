@@ -24,7 +24,7 @@ import pytest
 import requests
 import socketio
 from chatserver import REPO, ChatServer, wait_until
-from redis_support import RedisServer
+from redis_support import RedisServer, stoppable_redis
 
 from service.probe import REGISTRY_KEY, TIMEOUT_SHARE
 from service.queue import CHANNEL
@@ -215,13 +215,8 @@ def test_the_probe_runs_under_gunicorn(start_server: StartServer) -> None:
 # -- several processes on Redis -----------------------------------------------------------------
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
+    with stoppable_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        if server.process is not None:
-            server.process.send_signal(signal.SIGCONT)  # a stopped process cannot end on SIGTERM
-        server.stop()
 
 
 def on_redis(url: str, interval: str) -> dict[str, str]:
