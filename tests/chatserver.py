@@ -115,6 +115,7 @@ class ChatServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.events: list[dict[str, Any]] = []
         self.bad_lines: list[str] = []
+        self.raw_lines: list[str] = []  # every line as the process wrote it (for log readers)
         self.process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -194,10 +195,9 @@ class ChatServer:
             try:
                 event = json.loads(line)
             except ValueError:
-                with self._lock:
-                    self.bad_lines.append(line)
-                continue
+                event = None
             with self._lock:
+                self.raw_lines.append(line)
                 if isinstance(event, dict):
                     self.events.append(event)
                 else:

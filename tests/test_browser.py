@@ -229,11 +229,15 @@ def test_login_page_explains_each_refusal_then_signs_in(
     expect(page.locator(".account-name")).to_have_text(taken)
 
 
-def test_login_rate_limit_says_how_long_to_wait(
-    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
-) -> None:
-    """Only Log in waits for a login limit, the wait reads in minutes, and it counts down."""
-    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "2 per hour"})
+def guessing_past_the_login_limit(
+    start_server: Callable[..., ChatServer],
+    open_person: Callable[..., Person],
+    limit: str,
+    allowed: int,
+) -> tuple[ChatServer, Page]:
+    """A login page whose user guessed a wrong password `allowed` times (each refused as
+    wrong) under CHAT_LOGIN_RATE_LIMIT_PER_USER=`limit`, then once more: over the limit."""
+    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": limit})
     person = open_person(server.url, sign_up=False)
     person.watch.allow(http_status_failure(401, 429))
     page = person.page
@@ -241,11 +245,20 @@ def test_login_rate_limit_says_how_long_to_wait(
     page.fill("#username", person.name)
     page.fill("#password", "wrong password")
     log_in = page.get_by_role("button", name="Log in")
-    create = page.get_by_role("button", name="Create account")
-    for _ in range(2):
+    for _ in range(allowed):
         log_in.click()
         expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
     log_in.click()
+    return server, page
+
+
+def test_login_rate_limit_says_how_long_to_wait(
+    start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
+) -> None:
+    """Only Log in waits for a login limit, the wait reads in minutes, and it counts down."""
+    server, page = guessing_past_the_login_limit(start_server, open_person, "2 per hour", 2)
+    log_in = page.get_by_role("button", name="Log in")
+    create = page.get_by_role("button", name="Create account")
     expect(page.locator("#auth-message")).to_have_text(
         re.compile(
             r"Too many attempts\. Try again in (59|60) minutes to log in; "
@@ -265,17 +278,7 @@ def test_login_rate_limit_says_how_long_to_wait(
 def test_a_short_login_wait_counts_down_in_seconds(
     start_server: Callable[..., ChatServer], open_person: Callable[..., Person]
 ) -> None:
-    server = start_server(env={"CHAT_LOGIN_RATE_LIMIT_PER_USER": "1 per minute"})
-    person = open_person(server.url, sign_up=False)
-    person.watch.allow(http_status_failure(401, 429))
-    page = person.page
-    page.goto(server.url + "/login")
-    page.fill("#username", person.name)
-    page.fill("#password", "wrong password")
-    log_in = page.get_by_role("button", name="Log in")
-    log_in.click()
-    expect(page.locator("#auth-message")).to_have_text("Wrong username or password.")
-    log_in.click()
+    _, page = guessing_past_the_login_limit(start_server, open_person, "1 per minute", 1)
     seconds = re.compile(r"Try again in (\d+) seconds? to log in")
     message = page.locator("#auth-message")
     expect(message).to_contain_text(seconds)

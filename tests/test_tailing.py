@@ -109,31 +109,6 @@ def recipe(found: dict[str, str], start: str) -> str:
 
 
 # -- the scenario --------------------------------------------------------------------------------
-class LoggedServer(ChatServer):
-    """A ChatServer that also keeps every stdout line exactly as the process wrote it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.raw_lines: list[str] = []
-
-    def _read_stdout(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = None
-            with self._lock:
-                self.raw_lines.append(line)
-                if isinstance(event, dict):
-                    self.events.append(event)
-                else:
-                    self.bad_lines.append(line)
-
-
 @dataclass
 class Tailed:
     """The scenario's log (`directory/chat.log`) and what Python reads in it."""
@@ -171,7 +146,7 @@ def start_on_a_taken_port() -> str:
 
 @pytest.fixture(scope="module")
 def tailed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailed]:
-    server = LoggedServer()
+    server = ChatServer()
     server.start()
     try:
         alice, bob, carol = server.login("alice"), server.login("bob"), server.login("carol")
