@@ -19,7 +19,7 @@ from service import __version__
 from service.accounts import Accounts
 from service.chat import ChatService
 from service.extension import EXTENSION_KEY, ChatParts
-from service.http import install_http
+from service.http import ScrapeFastPath, install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
 from service.probe import install_probe
@@ -58,6 +58,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(flask_config(settings, telemetry))
     socketio = socketio_for(app, settings, telemetry)
+    # Inside the proxy handling (the client's address), outside Flask: see ScrapeFastPath.
+    app.wsgi_app = ScrapeFastPath(  # type: ignore[method-assign]
+        app.wsgi_app, telemetry, settings.metrics_token
+    )
     trust_proxies(app, settings.trusted_proxies)
     store = open_store(
         settings.store, history_limit=settings.history_limit, max_rooms=settings.max_rooms

@@ -37,7 +37,13 @@ from service.accounts import MIN_PASSWORD_LENGTH, SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.errors import ChatError, code_for_status
 from service.extension import parts_of
-from service.security import FORM_TYPES, add_security_headers, check_request_origin, csrf_token
+from service.security import (
+    FORM_TYPES,
+    SECURITY_HEADERS,
+    add_security_headers,
+    check_request_origin,
+    csrf_token,
+)
 from service.telemetry.events import Telemetry
 from service.telemetry.metrics import UNMATCHED_ROUTE, RequestRejection, Source
 
@@ -262,21 +268,77 @@ def metrics() -> Any:
         return response
     metrics = telemetry().metrics
     accept = request.headers.get("Accept", "")
-    # The text format whenever the scraper takes it (Prometheus lists it after OpenMetrics):
-    # it is rendered by the cached renderer, a third of the time on the event loop. OpenMetrics
-    # only for a client that accepts nothing else.
-    if "text/plain" in accept or "*/*" in accept or "openmetrics" not in accept:
+    if wants_text_format(accept):
         return Response(metrics.exposition.render(), headers={"Content-Type": TEXT_FORMAT})
     encoder, content_type = choose_encoder(accept)
     return Response(encoder(metrics.registry), headers={"Content-Type": content_type})
 
 
-def bearer_matches(token: str) -> bool:
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+def bearer_matches(token: str, authorization: str | None = None) -> bool:
+    header = request.headers.get("Authorization", "") if authorization is None else authorization
+    scheme, _, sent = header.partition(" ")
     # As bytes: compare_digest refuses str with non-ASCII characters, which anyone can send.
     return scheme.lower() == "bearer" and hmac.compare_digest(
         sent.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
     )
+
+
+class ScrapeFastPath:
+    """WSGI middleware: a scrape of `/metrics` in the text format, answered below Flask.
+
+    Through Flask a request costs more CPU than the render itself (the request context, the
+    session cookie, URL matching, the hooks): about 1.3 ms more on the event loop, while every
+    delivery waits. A plain `GET /metrics` that Prometheus sends (the text format acceptable,
+    the bearer token right when one is set) is answered here with what the route answers: the
+    same body, `Content-Type` and security headers, and the same `http_request` line and
+    metrics. Anything else (a wrong or missing token, OpenMetrics only, `HEAD`, another
+    method) goes on to the route, which refuses or negotiates as before.
+
+    It sits inside `ProxyFix`/`IgnoreForwardedHeaders`, so `REMOTE_ADDR` is the client's
+    address exactly as the route sees it.
+    """
+
+    def __init__(self, app: Any, telemetry: Telemetry, token: str | None) -> None:
+        self.app = app
+        self.telemetry = telemetry
+        self.token = token
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        if self.token is not None and not bearer_matches(
+            self.token, environ.get("HTTP_AUTHORIZATION", "")
+        ):
+            return self.app(environ, start_response)
+        accept = environ.get("HTTP_ACCEPT", "")
+        if not wants_text_format(accept):
+            return self.app(environ, start_response)
+        body = self.telemetry.metrics.exposition.render()
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", TEXT_FORMAT),
+                ("Content-Length", str(len(body))),
+                *SECURITY_HEADERS,
+            ],
+        )
+        self.telemetry.http_request(
+            method="GET",
+            path="/metrics",
+            route="/metrics",
+            status=200,
+            duration_s=time.perf_counter() - started,
+            remote_addr=environ.get("REMOTE_ADDR") or "",
+        )
+        return [body]
+
+
+def wants_text_format(accept: str) -> bool:
+    """The text format whenever the scraper takes it (Prometheus lists it after OpenMetrics):
+    it is rendered by the cached renderer, a third of the time on the event loop. OpenMetrics
+    only for a client that accepts nothing else."""
+    return "text/plain" in accept or "*/*" in accept or "openmetrics" not in accept
 
 
 # -- hooks ------------------------------------------------------------------------------------

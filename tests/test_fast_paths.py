@@ -156,3 +156,58 @@ def test_frames_together_or_in_pieces_are_each_handled_once_in_order(
     assert server.metric("chat_messages_total", room="fast", source="socket") == total
     for ws in (sender, receiver):
         ws.close()
+
+
+@pytest.mark.parametrize("mode", ["eventlet", "gevent"])
+def test_a_scrape_answered_below_flask_is_what_the_route_answers(
+    start_server: StartServer, mode: str
+) -> None:
+    """`GET /metrics` in the text format is answered by `ScrapeFastPath`, without Flask: the
+    same headers as the route's own reply (its `HEAD`), the body Prometheus parses, and the
+    same `http_request` line and metrics. What it does not take (a wrong token, OpenMetrics
+    alone, `HEAD`) still reaches the route: `test_hostile` and `test_http` hold those."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = start_server(async_mode=mode)
+    route = requests.head(server.url + "/metrics", timeout=5)  # through Flask
+    for accept in ("", "text/plain;version=0.0.4;q=0.5,application/openmetrics-text;q=1"):
+        fast = requests.get(server.url + "/metrics", headers={"Accept": accept}, timeout=5)
+        assert fast.status_code == 200
+        # Flask's reply says `Vary: Cookie` (its hooks read the session): the fast path's does
+        # not, which shows the request did not go through Flask.
+        assert "Vary" not in fast.headers and route.headers["Vary"] == "Cookie"
+        skip = {"Date", "Vary", "Content-Length"}
+        assert {k: v for k, v in fast.headers.items() if k not in skip} == {
+            k: v for k, v in route.headers.items() if k not in skip
+        }
+        assert int(fast.headers["Content-Length"]) == len(fast.content)
+        names = {family.name for family in text_string_to_metric_families(fast.text)}
+        assert {"chat_http_requests", "chat_room_members", "process_cpu_seconds"} <= names
+
+    scrapes = wait_until_logged(server, 3)
+    assert [(e["method"], e["status"], e["remote_addr"]) for e in scrapes] == [
+        ("HEAD", 200, "127.0.0.1"),
+        ("GET", 200, "127.0.0.1"),
+        ("GET", 200, "127.0.0.1"),
+    ]
+    assert all(isinstance(e["duration_ms"], float | int) for e in scrapes)
+    # this scrape reads the counts before its own request is counted: 2 GETs, 1 HEAD so far
+    assert (
+        server.metric("chat_http_requests_total", method="GET", route="/metrics", status="200") == 2
+    )
+    assert (
+        server.metric("chat_http_requests_total", method="HEAD", route="/metrics", status="200")
+        == 1
+    )
+    assert server.metric("chat_event_duration_seconds_count", event="GET /metrics") == 4
+
+
+def wait_until_logged(server: ChatServer, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        found = server.logged("http_request", path="/metrics")
+        if len(found) >= count:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{count} http_request lines for /metrics: {server.output()}")
