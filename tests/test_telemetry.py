@@ -95,6 +95,18 @@ def test_the_cached_text_exposition_is_what_prometheus_client_writes(own_registr
         ]
 
     assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    # children that move between renders are written anew, the others from the cache
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    telemetry.message_sent("user0", "b", 1, Source.SOCKET, "again")
+    telemetry.socket_event_handled("message", 0.25)
+    build = metrics.build_info.labels("v", "threading", "memory")
+    build.set(0.0)
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    build.set(-0.0)  # equal to 0.0, yet written "-0.0"
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
+    build.set(1.0)
+    metrics.message_size_bytes.labels("http").observe(0.0)  # a bucket moves, the sum does not
+    assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
     # a room that empties takes its cached series with it; the next render still agrees
     connection = connections.get("sid1")
     assert connection is not None
@@ -103,3 +115,4 @@ def test_the_cached_text_exposition_is_what_prometheus_client_writes(own_registr
     )
     assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
     assert not [key for key in metrics.exposition._prefixes if "b" in key[1:]]
+    assert not [key for key in metrics.exposition._children if "b" in key[1]]

@@ -248,6 +248,10 @@ class RoomLabels:
         return False
 
 
+ROOM_MEMBERS: Final = "chat_room_members"
+ROOM_MEMBERS_HELP: Final = "Users in each room now."
+
+
 class RoomMembersCollector(Collector):
     """`chat_room_members{room}`, computed from the live membership at scrape time."""
 
@@ -255,19 +259,30 @@ class RoomMembersCollector(Collector):
         self.labels = labels
         self.member_counts = member_counts
 
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily("chat_room_members", "Users in each room now.", labels=["room"])
+    def totals(self) -> list[tuple[str, int]]:
+        """Members per room label, in label order (rooms past the cap summed under theirs)."""
         totals: dict[str, int] = {}
         for room, members in self.member_counts().items():
             if members > 0:
                 label = self.labels.label(room)
                 totals[label] = totals.get(label, 0) + members
-        for label, members in sorted(totals.items()):
+        return sorted(totals.items())
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(ROOM_MEMBERS, ROOM_MEMBERS_HELP, labels=["room"])
+        for label, members in self.totals():
             family.add_metric([label], members)
         yield family
 
+    def text_series(self) -> tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]:
+        """What `collect()` gives, as plain pairs for `TextExposition` (no sample objects)."""
+        samples: list[tuple[tuple[str, ...], float]] = [
+            ((label,), float(members)) for label, members in self.totals()
+        ]
+        return ROOM_MEMBERS, ROOM_MEMBERS_HELP, ("room",), samples
+
     def describe(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("chat_room_members", "Users in each room now.", labels=["room"])
+        yield GaugeMetricFamily(ROOM_MEMBERS, ROOM_MEMBERS_HELP, labels=["room"])
 
 
 class ChatMetrics:
