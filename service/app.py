@@ -58,6 +58,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(flask_config(settings, telemetry))
     socketio = socketio_for(app, settings, telemetry)
+    if settings.async_mode in ("eventlet", "gevent"):  # a render gives the loop turns
+        telemetry.metrics.exposition.pause = lambda: socketio.sleep(0)
     # Inside the proxy handling (the client's address), outside Flask: see ScrapeFastPath.
     app.wsgi_app = ScrapeFastPath(  # type: ignore[method-assign]
         app.wsgi_app, telemetry, settings.metrics_token

@@ -116,3 +116,34 @@ def test_the_cached_text_exposition_is_what_prometheus_client_writes(own_registr
     assert lines(metrics.exposition.render()) == lines(generate_latest(registry))
     assert not [key for key in metrics.exposition._prefixes if "b" in key[1:]]
     assert not [key for key in metrics.exposition._children if "b" in key[1]]
+
+
+def test_a_render_that_gives_the_loop_turns_writes_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under eventlet and gevent a render pauses between collectors once it has worked for
+    `PAUSE_AFTER_S`; here after every collector, with a value moving during one pause."""
+    from prometheus_client.exposition import generate_latest
+
+    from service.telemetry import exposition
+
+    metrics = ChatMetrics(2)
+    metrics.event_duration_seconds.labels("message").observe(0.5)
+    pauses: list[int] = []
+
+    def pause() -> None:
+        pauses.append(1)
+        if len(pauses) == 3:  # another green thread counts a message meanwhile
+            metrics.messages_total.labels("lobby", "socket").inc()
+
+    monkeypatch.setattr(exposition, "PAUSE_AFTER_S", -1.0)
+    metrics.exposition.pause = pause
+    text = metrics.exposition.render()
+    assert len(pauses) == len(metrics.registry.collectors)  # type: ignore[attr-defined]
+    assert b'chat_messages_total{room="lobby",source="socket"} 1.0' in text
+    live = ("python_", "process_")
+    assert [line for line in text.decode().splitlines() if not line.startswith(live)] == [
+        line
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if not line.startswith(live)
+    ]

@@ -15,7 +15,9 @@ lines, in the same order, with less work:
   render keeps only what it used, so the caches never outgrow the series exported now;
 - a collector that offers `text_series()` (the room members collector) gives its samples as
   plain pairs, rendered the same way; other collectors (process, platform, garbage
-  collector) go through their own `collect()`.
+  collector) go through their own `collect()`;
+- under eventlet and gevent a render gives the event loop a turn after each millisecond
+  of its work (between two collectors), so a scrape holds no delivery up for longer.
 
 `tests/test_telemetry.py` compares the output with `generate_latest`'s line for line.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from math import copysign
 from operator import attrgetter
+from time import perf_counter
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -32,6 +35,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 _VALUE_MEMO_SIZE: Final = 4096  # texts of values kept between renders, at most
+PAUSE_AFTER_S: Final = 0.001  # of rendering, before the event loop gets a turn
 # prometheus-client's value class outside multiprocess mode: its float is `_value`, read
 # without the lock (see `_read`) and, for a histogram's buckets, all at once with `map`.
 _PLAIN_VALUES: Final = values.ValueClass is values.MutexValue
@@ -62,8 +66,13 @@ _DIRECT: Final = frozenset({Counter, Gauge, Histogram})
 class TextExposition:
     """The text format of `registry`, line for line what `generate_latest` writes."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, pause: Callable[[], None] | None = None
+    ) -> None:
         self.registry = registry
+        # Under eventlet or gevent, a render lets the loop run every `PAUSE_AFTER_S` of its
+        # work (between two collectors): a scrape delays a delivery by at most that much.
+        self.pause = pause
         self._prefixes: dict[tuple[Any, ...], str] = {}
         self._values: dict[float, str] = {}
         self._children: dict[tuple[str, tuple[str, ...]], tuple[tuple[float, ...], str]] = {}
@@ -78,7 +87,12 @@ class TextExposition:
         lines: list[str] = []
         add = lines.append
         collectors = getattr(self.registry, "collectors", None)
+        pause = self.pause
+        slice_started = perf_counter()
         for collector in collectors if collectors is not None else (self.registry,):
+            if pause is not None and perf_counter() - slice_started > PAUSE_AFTER_S:
+                pause()  # other renders may run meanwhile: they only read the shared caches
+                slice_started = perf_counter()
             if type(collector) in _DIRECT:
                 _render_wrapper(collector, cache, add)
                 continue
