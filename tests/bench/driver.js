@@ -105,7 +105,7 @@ function quantiles(values) {
 }
 
 // -- HTTP -------------------------------------------------------------------------------------
-function httpRequest(method, url, body, headers = {}, timeoutMs = 30000) {
+function httpRequest(method, url, body, headers = {}, timeoutMs = 30000, agent = false) {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const started = now();
@@ -113,7 +113,7 @@ function httpRequest(method, url, body, headers = {}, timeoutMs = 30000) {
       url,
       {
         method,
-        agent: false,
+        agent,
         timeout: timeoutMs,
         headers: payload
           ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(payload), ...headers }
@@ -660,9 +660,10 @@ async function burst() {
   };
 }
 
-// B7: `rooms` active rooms with traffic in a probe room; GET /metrics now and then.
+// B7: `rooms` active rooms with traffic in a probe room; GET /metrics now and then, on one
+// kept-alive connection as Prometheus scrapes (`scrape_keepalive` false: a new one each time).
 async function scrape() {
-  const tracker = new Tracker(cfg.max_messages);
+  const tracker = new Tracker(cfg.max_messages, { latency: true });
   const perRoom = cfg.members_per_room;
   const prefix = uniqueRoom('active');
   const roomOf = (i) => `${prefix}-${Math.floor(i / perRoom)}`;
@@ -681,15 +682,18 @@ async function scrape() {
   const b = snapshot(tracker);
   const scrapes = [];
   const headers = cfg.metrics_token ? { Authorization: `Bearer ${cfg.metrics_token}` } : {};
+  const keepalive = cfg.scrape_keepalive !== false;
+  const agent = keepalive ? new http.Agent({ keepAlive: true, maxSockets: 1 }) : false;
   while (now() - b.t < cfg.duration_s * 1000 && scrapes.length < cfg.max_scrapes) {
     const started = now();
-    const reply = await httpRequest('GET', `${urls[0]}/metrics`, undefined, headers);
+    const reply = await httpRequest('GET', `${urls[0]}/metrics`, undefined, headers, 30000, agent);
     scrapes.push({ started, ms: reply.ms, bytes: reply.body.length, status: reply.status });
     const wait = cfg.scrape_interval_ms - (now() - started);
     if (wait > 0) await sleep(wait);
   }
   const c = snapshot(tracker);
   pacer.stop();
+  if (agent) agent.destroy();
   await tracker.drain(2, cfg.drain_s * 1000);
   const gaps = (from, to) => {
     let worst = 0;
@@ -707,8 +711,12 @@ async function scrape() {
     scrape_statuses: [...new Set(scrapes.map((s) => s.status))],
     scrape_ms: quantiles(scrapes.map((s) => s.ms)),
     body_bytes: last ? last.bytes : null,
+    scrape_keepalive: keepalive,
     stall_without_ms: gaps(a.t, b.t),
     stall_during_ms: gaps(b.t, c.t),
+    // send to delivery, for messages sent before / while scraping (both members)
+    latency_without_ms: quantiles(tracker.latencies(a.t, b.t)),
+    latency_during_ms: quantiles(tracker.latencies(b.t, c.t)),
     window: windowOf(b, c),
     driver_cpu_pct: Math.max(windowOf(a, b).driver_cpu_pct, windowOf(b, c).driver_cpu_pct),
   };

@@ -480,6 +480,12 @@ def rows() -> list[Row]:
         Row("B7", "", "worst delivery gap ms: not scraping → scraping",
             lambda r: r["stall_without_ms"]["worst_ms"], ("obs-info",),
             pair=lambda r: r["stall_during_ms"]["worst_ms"]),
+        Row("B7", "", "delivery latency p99 ms: not scraping → scraping",
+            lambda r: r["latency_without_ms"]["p99"], ("obs-info",),
+            pair=lambda r: r["latency_during_ms"]["p99"]),
+        Row("B7", "", "delivery latency max ms: not scraping → scraping",
+            lambda r: r["latency_without_ms"]["max"], ("obs-info",),
+            pair=lambda r: r["latency_during_ms"]["max"]),
     ]  # fmt: skip
 
 
