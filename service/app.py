@@ -13,20 +13,19 @@ from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service import __version__
 from service.accounts import Accounts
 from service.chat import ChatService
 from service.extension import EXTENSION_KEY, ChatParts
-from service.http import ScrapeFastPath, install_http
+from service.http import FrontDoor, ScrapeFastPath, install_http
 from service.offload import make_offloader
 from service.paths import resource_dir
 from service.probe import install_probe
 from service.queue import PooledRedisManager
 from service.ratelimit import RateLimiter
 from service.readiness import Readiness
-from service.security import IgnoreForwardedHeaders
+from service.security import forwarded_headers_rewriter
 from service.settings import Settings
 from service.sockets import SocketIOBroadcaster, register_socket_handlers
 from service.store import ChatStore, open_store, rate_limit_storage
@@ -60,11 +59,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     socketio = socketio_for(app, settings, telemetry)
     if settings.async_mode in ("eventlet", "gevent"):  # a render gives the loop turns
         telemetry.metrics.exposition.pause = lambda: socketio.sleep(0)
-    # Inside the proxy handling (the client's address), outside Flask: see ScrapeFastPath.
-    app.wsgi_app = ScrapeFastPath(  # type: ignore[method-assign]
-        app.wsgi_app, telemetry, settings.metrics_token
+    # Forwarded headers, then a scrape answered below Flask: see FrontDoor.
+    app.wsgi_app = FrontDoor(  # type: ignore[method-assign]
+        app.wsgi_app,
+        forwarded_headers_rewriter(settings.trusted_proxies),
+        ScrapeFastPath(telemetry, settings.metrics_token),
     )
-    trust_proxies(app, settings.trusted_proxies)
     store = open_store(
         settings.store, history_limit=settings.history_limit, max_rooms=settings.max_rooms
     )
@@ -138,16 +138,6 @@ def socketio_for(app: Flask, settings: Settings, telemetry: Telemetry) -> Socket
     harden_socketio(socketio, telemetry)
     adopt_library_loggers()
     return socketio
-
-
-def trust_proxies(app: Flask, proxies: int) -> None:
-    """Outside the Socket.IO middleware, so both doors see the same client address and host."""
-    if proxies:
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
-        )
-    else:
-        app.wsgi_app = IgnoreForwardedHeaders(app.wsgi_app)  # type: ignore[method-assign]
 
 
 def domain(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -37,6 +38,7 @@ from service.accounts import MIN_PASSWORD_LENGTH, SESSION_TOKEN_KEY, Accounts
 from service.chat import ChatService
 from service.errors import ChatError, code_for_status
 from service.extension import parts_of
+from service.inline import inline
 from service.security import (
     FORM_TYPES,
     SECURITY_HEADERS,
@@ -283,45 +285,63 @@ def bearer_matches(token: str, authorization: str | None = None) -> bool:
     )
 
 
+class FrontDoor:
+    """The service's one WSGI layer in front of Flask and Socket.IO.
+
+    It reads or drops the forwarded headers (`security.forwarded_headers_rewriter`), then
+    answers a scrape of `/metrics` itself (`ScrapeFastPath`); anything else goes on to
+    Flask-SocketIO's middleware and Flask. One layer, not one per job: every idle WebSocket
+    connection keeps a green thread parked under all of them (see `service.inline`).
+    """
+
+    def __init__(
+        self, app: Any, rewrite: Callable[[dict[str, Any]], None], scrape: ScrapeFastPath
+    ) -> None:
+        self.app = inline(app)
+        self.rewrite = rewrite
+        self.scrape = scrape
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.rewrite(environ)
+        if environ.get("PATH_INFO") == "/metrics":
+            reply = self.scrape.answer(environ, start_response)
+            if reply is not None:
+                return reply
+        return self.app(environ, start_response)
+
+
 class ScrapeFastPath:
-    """WSGI middleware: a scrape of `/metrics` in the text format, answered below Flask.
+    """A scrape of `/metrics` in the text format, answered below Flask.
 
     Through Flask a request costs more CPU than the render itself (the request context, the
-    session cookie, URL matching, the hooks): about 1.3 ms more on the event loop, while every
-    delivery waits. A plain `GET /metrics` that Prometheus sends (the text format acceptable,
+    session cookie, URL matching, the hooks): about 1 ms more on the event loop, while every
+    delivery waits. A plain `GET /metrics` as Prometheus sends it (the text format acceptable,
     the bearer token right when one is set) is answered here with what the route answers: the
     same body, `Content-Type` and security headers, and the same `http_request` line and
     metrics. Anything else (a wrong or missing token, OpenMetrics only, `HEAD`, another
-    method) goes on to the route, which refuses or negotiates as before.
-
-    It sits inside `ProxyFix`/`IgnoreForwardedHeaders`, so `REMOTE_ADDR` is the client's
-    address exactly as the route sees it.
+    method) is left to the route, which refuses or negotiates as before. `FrontDoor` asks it
+    after the forwarded headers are read, so `REMOTE_ADDR` is the client's address exactly as
+    the route sees it.
     """
 
-    def __init__(self, app: Any, telemetry: Telemetry, token: str | None) -> None:
-        self.app = app
+    def __init__(self, telemetry: Telemetry, token: str | None) -> None:
         self.telemetry = telemetry
         self.token = token
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") != "GET":
-            return self.app(environ, start_response)
+    def answer(self, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        if environ.get("REQUEST_METHOD") != "GET":
+            return None
         started = time.perf_counter()
         if self.token is not None and not bearer_matches(
             self.token, environ.get("HTTP_AUTHORIZATION", "")
         ):
-            return self.app(environ, start_response)
-        accept = environ.get("HTTP_ACCEPT", "")
-        if not wants_text_format(accept):
-            return self.app(environ, start_response)
+            return None
+        if not wants_text_format(environ.get("HTTP_ACCEPT", "")):
+            return None
         body = self.telemetry.metrics.exposition.render()
         start_response(
             "200 OK",
-            [
-                ("Content-Type", TEXT_FORMAT),
-                ("Content-Length", str(len(body))),
-                *SECURITY_HEADERS,
-            ],
+            [("Content-Type", TEXT_FORMAT), ("Content-Length", str(len(body))), *SECURITY_HEADERS],
         )
         self.telemetry.http_request(
             method="GET",

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from flask import Response, request, session
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from service.errors import ChatError
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 CSRF_SESSION_KEY: Final = "csrf"
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -67,18 +68,37 @@ def check_request_origin() -> None:
     raise ChatError("unsupported_media_type", "send JSON (Content-Type: application/json)")
 
 
-class IgnoreForwardedHeaders:
-    """WSGI middleware for a server with no trusted proxy in front: `X-Forwarded-*` and
-    `Forwarded` are anybody's word, so neither Flask nor Engine.IO (whose origin check reads
-    `X-Forwarded-Host`) gets to see them."""
+def forwarded_headers_rewriter(proxies: int) -> Callable[[WSGIEnvironment], None]:
+    """What the service makes of `X-Forwarded-*` and `Forwarded`, applied to a request's
+    environ before Flask and Engine.IO see it (both doors see the same client address and
+    host):
 
-    def __init__(self, app: WSGIApplication) -> None:
-        self.app = app
+    - with `proxies` trusted proxies in front, Werkzeug's `ProxyFix` reading of them (client
+      address, scheme, host), run on the environ alone;
+    - with none, they are anybody's word: dropped, so neither Flask nor Engine.IO (whose
+      origin check reads `X-Forwarded-Host`) gets to see them.
+    """
+    if not proxies:
+        return drop_forwarded_headers
+    fix = ProxyFix(_environ_only, x_for=proxies, x_proto=proxies, x_host=proxies)
 
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        for key in [k for k in environ if k.startswith(FORWARDED_PREFIXES)]:
-            del environ[key]
-        return self.app(environ, start_response)
+    def read_forwarded_headers(environ: WSGIEnvironment) -> None:
+        fix(environ, _no_reply)  # it rewrites `environ` in place, then calls `_environ_only`
+
+    return read_forwarded_headers
+
+
+def drop_forwarded_headers(environ: WSGIEnvironment) -> None:
+    for key in [k for k in environ if k.startswith(FORWARDED_PREFIXES)]:
+        del environ[key]
+
+
+def _environ_only(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    return []
+
+
+def _no_reply(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], object]:
+    raise AssertionError("ProxyFix does not reply")  # pragma: no cover
 
 
 SECURITY_HEADERS: Final = (

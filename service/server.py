@@ -34,6 +34,7 @@ from flask import Flask
 
 from service import __version__, create_app
 from service.extension import parts_of
+from service.inline import inline
 from service.settings import SettingsError
 from service.telemetry.events import Telemetry
 from service.telemetry.logging import (
@@ -112,7 +113,7 @@ class Service:
         self.stop_reason: str | None = None
         self.serving = False  # announced: from now on a failure is the server loop's
         self.log_writer: LineWriter | None = None
-        self.wsgi = WSGIGuard(app, self.telemetry)
+        self.wsgi = inline(WSGIGuard(app, self.telemetry))  # see service.inline
 
     def stopping(self, signum: int) -> bool:
         """Record the first signal; False for a repeated one."""

@@ -37,6 +37,7 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from socketio import packet as sio_packet
 
+from service.inline import inline
 from service.telemetry.events import Telemetry
 from service.telemetry.metrics import RequestRejection
 
@@ -525,7 +526,7 @@ class WSGIGuard:
     """
 
     def __init__(self, app: Callable[..., Any], telemetry: Telemetry) -> None:
-        self.app = app
+        self.app = inline(app)
         self.telemetry = telemetry
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
