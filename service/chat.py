@@ -658,6 +658,8 @@ class ChatService:
                 raise ChatError("invalid_room", "only private rooms take invitations")
             invitee = username_from(payload)
             self._check_access(user, room)
+            if user_key(invitee) == user_key(user):
+                raise ChatError("invalid_username", "you are a member of this room already")
             self._conversation_rate_limit(user)
             invitation = Conversation(room, "private", self.store.private_name(room) or "", user)
             fresh = self.store.invite(room, user_key(invitee), invitation)

@@ -241,6 +241,9 @@ def test_a_private_room_is_joined_by_invitation_only(chat: InProcessChat) -> Non
         assert alice.emit("invite", {"room": target, "user": "bob"}, callback=True)["error"] == (
             "invalid_room"
         )
+    # nor of yourself (as with open_dm): a refusal the page can show
+    refused = alice.emit("invite", {"room": room, "user": "ALICE"}, callback=True)
+    assert refused["error"] == "invalid_username"
     # a room id nobody created is refused like one the user is not invited to
     assert carol.emit("join", {"room": "_p:ffffffffffffffff"}, callback=True)["error"] == (
         "not_invited"
