@@ -475,16 +475,19 @@ def sidebar_text(person: Person) -> str:
     return person.page.locator("#sidebar").inner_text()
 
 
-def room_drawer_screenshots(page: Page, name: str) -> None:
-    """The phone's room list (the sidebar drawer) open, light and dark; then back to desktop."""
+def room_drawer_screenshots(page: Page, name: str, drawer: str = "rooms") -> None:
+    """The phone's room list (the sidebar drawer; or with `drawer="members"` the member list)
+    open, light and dark; then back to desktop."""
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
-    page.locator("#toggle-rooms").click()
-    expect(page.locator("body")).to_have_class(re.compile(r"\brooms-open\b"))
+    page.locator(f"#toggle-{drawer}").click()
+    expect(page.locator("body")).to_have_class(re.compile(rf"\b{drawer}-open\b"))
+    panel = "#sidebar" if drawer == "rooms" else "#members-panel"
+    wait_until(lambda: fully_in_view(page, panel))  # after the slide-in
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
         page.wait_for_timeout(300)
-        screenshot(page, f"{name}-drawer-{scheme}")
+        screenshot(page, f"{name}-{'' if drawer == 'rooms' else drawer + '-'}drawer-{scheme}")
     page.keyboard.press("Escape")
     page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
@@ -769,6 +772,9 @@ def test_a_refused_invitation_says_why_and_changes_nothing(
         expect(invite).to_have_attribute("aria-invalid", "true")
         expect(invite).to_have_value(name)  # kept, to be corrected
         screenshot(alice.page, f"invite-refused-{'page' if ' ' in name else 'server'}")
+    screenshots_everywhere(alice.page, "invite-refused")
+    room_drawer_screenshots(alice.page, "invite-refused", "members")
+    expect(status).to_have_text(re.compile("^you are a member of this room already$"))
     invite.fill(bob.name)  # typing clears the error
     expect(status).to_be_hidden()
     expect(invite).not_to_have_attribute("aria-invalid", "true")
