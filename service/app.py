@@ -145,6 +145,9 @@ def domain(
 ) -> tuple[ChatService, Accounts]:
     """The chat and the accounts, sharing the store and the rate limiter."""
     limiter = RateLimiter(rate_limit_storage(settings.store))
+    # With a message queue, the chat tells its other processes through it (and hears them).
+    queue = socketio.server.manager
+    peers = queue if isinstance(queue, PooledRedisManager) else None
     chat = ChatService(
         store,
         telemetry,
@@ -156,7 +159,10 @@ def domain(
         max_rooms_per_user=settings.max_rooms_per_user,
         message_rate_limit=settings.message_rate_limit,
         typing_rate_limit=settings.typing_rate_limit,
+        peers=peers,
     )
+    if peers is not None:
+        peers.on_revoke = chat.access_revoked
     accounts = Accounts(
         store,
         telemetry,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from service.clock import utc_now_iso
@@ -57,6 +58,22 @@ class Broadcaster(Protocol):
     def disconnect(self, sid: str) -> None: ...
     def emit_to_user(self, event: str, data: Any, user: str) -> None: ...
     def enter_user(self, sid: str, user: str) -> None: ...
+    def emit_to_connection(self, event: str, data: Any, sid: str) -> None:
+        """To one connection of this process."""
+        ...
+
+    def spawn(self, task: Callable[[], None]) -> None:
+        """Run `task` in a (green) thread of its own."""
+        ...
+
+
+class Peers(Protocol):
+    """The chat's other processes, through the message queue (none without one)."""
+
+    def revoke_access(self, room: str, user: str) -> None:
+        """Tell them `user` (case-folded) gave up the private `room`: each process then calls
+        its own `ChatService.access_revoked`. Raises when the queue did not take it."""
+        ...
 
 
 def clip(value: object) -> str | None:
@@ -122,8 +139,10 @@ class ChatService:
         max_rooms_per_user: int,
         message_rate_limit: str,
         typing_rate_limit: str,
+        peers: Peers | None = None,
     ) -> None:
         self.store = store
+        self.peers = peers
         self.telemetry = telemetry
         self.broadcaster = broadcaster
         self.limiter = limiter
@@ -208,6 +227,8 @@ class ChatService:
                     f"a user can be in at most {self.max_rooms_per_user} rooms",
                 )
             result = self._join_room(connection, room)
+            if self.peers is not None and room.startswith(PRIVATE_PREFIX):
+                self._still_admitted(connection, room)
         except ChatError as refusal:
             self._refused(connection, "join", payload, refusal)
             raise
@@ -219,26 +240,79 @@ class ChatService:
             "epoch": result.epoch,
         }
 
+    def _still_admitted(self, connection: Connection, room: str) -> None:
+        """With several processes, a join of a private room that ran while its user gave the
+        room up on another process: the revocation may have reached this process before the
+        connection was in the room, and passed it by. Whatever the store said after the join
+        holds: a revocation later than this finds the connection in the room."""
+        if not self.store.has_access(room, user_key(connection.user)):
+            self._leave(connection, room, LeaveReason.LEAVE)
+            raise ChatError("not_invited", "this conversation is private: you need an invitation")
+
     def leave(self, connection: Connection, payload: object) -> dict[str, Any]:
         room = self._joined_room(connection, payload, "leave")
+        if not room.startswith(PRIVATE_PREFIX):
+            self._leave(connection, room, LeaveReason.LEAVE)
+            return {"ok": True, "room": room}
+        # Leaving a private room gives up its access, for every connection of the user on every
+        # process, and coming back takes a new invitation. The store first (nothing the user
+        # does from now on gets in), then the other processes (each takes the user's
+        # connections out of the room's broadcast as the queue delivers this, before anything
+        # sent to the room after it), then here. A store or queue that fails it leaves the
+        # connection in the room, refused with `internal_error`: leaving again retries it.
+        user = user_key(connection.user)
+        self.store.revoke(room, user)
+        if self.peers is not None:
+            self.peers.revoke_access(room, user)
         self._leave(connection, room, LeaveReason.LEAVE)
-        if room.startswith(PRIVATE_PREFIX):
-            # Leaving a private room gives up its access: the user's other connections here
-            # leave it too, and coming back takes a new invitation.
-            self.store.revoke(room, user_key(connection.user))
-            for other in self.connections.all():
-                if other.user == connection.user and room in other.rooms:
-                    self._leave(other, room, LeaveReason.LEAVE)
+        for other in self._connections_of(user, room):
+            self._leave(other, room, LeaveReason.LEAVE, removed=True)
         return {"ok": True, "room": room}
 
-    def _leave(self, connection: Connection, room: str, reason: LeaveReason) -> None:
+    def access_revoked(self, room: str, user: str) -> None:
+        """`user` (case-folded) gave up the private `room` on another process.
+
+        Called by the message queue's listener, in the order the queue delivers (or by a send
+        here that found it out first, `_may_send`), so it does
+        only what cannot wait: each of the user's connections here is out of the room's
+        broadcast now, before the queue's next message (which may be a message to the room).
+        Leaving the room here and in the store, the connection's `removed` and the room's
+        `left` follow in a task of their own: they may wait for the store. Never raises.
+        """
+        try:
+            gone = self._connections_of(user, room)
+            for connection in gone:
+                self.broadcaster.exit(connection.sid, room)
+            if gone:
+                self.broadcaster.spawn(lambda: self._remove(gone, room))
+        except Exception:
+            self.telemetry.unhandled_error("access revoked")
+
+    def _remove(self, connections: list[Connection], room: str) -> None:
+        try:
+            for connection in connections:
+                self._leave(connection, room, LeaveReason.LEAVE, removed=True)
+        except Exception:
+            self.telemetry.unhandled_error("access revoked")
+
+    def _connections_of(self, user: str, room: str) -> list[Connection]:
+        """This process's connections of `user` (case-folded) that are in `room`."""
+        return [c for c in self.connections.all() if user_key(c.user) == user and room in c.rooms]
+
+    def _leave(
+        self, connection: Connection, room: str, reason: LeaveReason, *, removed: bool = False
+    ) -> None:
         """The connection is out of `room` here at once; the store follows, then the room hears
-        `left` (now, or from the retries while the store does not answer)."""
+        `left` (now, or from the retries while the store does not answer). With `removed` the
+        connection did not ask to leave (its user gave the room up on another one): it hears
+        `removed {room}` itself, once."""
         with connection.membership_lock:
             if room not in connection.rooms:  # a second leave of the same room, or departed
                 return
             self.connections.exit(connection, room)
             self.broadcaster.exit(connection.sid, room)
+            if removed:
+                self.broadcaster.emit_to_connection("removed", {"room": room}, connection.sid)
             last = self.connections.owed.add(
                 Departure(room, connection.user, connection.sid, reason)
             )
@@ -424,7 +498,7 @@ class ChatService:
                     "message_too_long",
                     f"messages are at most {self.max_message_length} characters",
                 )
-            self._check_access(user, room)
+            self._check_access(user, room, sending=True)
             joined = (
                 room in connection.rooms
                 if connection is not None
@@ -465,22 +539,44 @@ class ChatService:
         )
 
     # -- private conversations ---------------------------------------------------------------
-    def _check_access(self, user: str, room: str, *, admit: bool = False) -> None:
+    def _check_access(
+        self, user: str, room: str, *, admit: bool = False, sending: bool = False
+    ) -> None:
         """`user` may enter `room`; a private room's invitation is accepted with `admit`.
 
         Refused with `not_invited`, the same for a room that does not exist, so no answer tells
-        which private rooms exist or who talks to whom."""
+        which private rooms exist or who talks to whom. `sending`: a message is about to be
+        broadcast to the room (`_may_send`)."""
         if room.startswith(DIRECT_PREFIX):
             match = DIRECT_PATTERN.fullmatch(room)
             if match is not None and user_key(user) in match.groups():
                 return
         elif room.startswith(PRIVATE_PREFIX):
             key = user_key(user)
-            if self.store.admit(room, key) if admit else self.store.has_access(room, key):
+            if admit:
+                allowed = self.store.admit(room, key)
+            elif sending and self.peers is not None:
+                allowed = self._may_send(room, key)
+            else:
+                allowed = self.store.has_access(room, key)
+            if allowed:
                 return
         else:
             return
         raise ChatError("not_invited", "this conversation is private: you need an invitation")
+
+    def _may_send(self, room: str, sender: str) -> bool:
+        """The sender's access to a private room, with several processes; and, in the same store
+        call, that of everyone in the room here. A user who gave the room up on another process
+        moments ago, whose revocation the queue has not brought here yet, is taken out now
+        (`access_revoked`): this process broadcasts its own senders' messages to its
+        connections directly, so nothing sent after a leave reaches the user here either."""
+        here = sorted({user_key(name) for name in self.connections.users_in(room)} - {sender})
+        sender_allowed, *allowed = self.store.have_access(room, [sender, *here])
+        for user, still in zip(here, allowed, strict=True):
+            if not still:
+                self.access_revoked(room, user)
+        return sender_allowed
 
     def _conversation_refused(
         self, user: str, sid: str | None, event: str, refusal: ChatError
@@ -562,6 +658,8 @@ class ChatService:
                 raise ChatError("invalid_room", "only private rooms take invitations")
             invitee = username_from(payload)
             self._check_access(user, room)
+            if user_key(invitee) == user_key(user):
+                raise ChatError("invalid_username", "you are a member of this room already")
             self._conversation_rate_limit(user)
             invitation = Conversation(room, "private", self.store.private_name(room) or "", user)
             fresh = self.store.invite(room, user_key(invitee), invitation)

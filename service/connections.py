@@ -185,6 +185,11 @@ class ConnectionRegistry:
         del self._room_users[room]
         return True
 
+    def users_in(self, room: str) -> list[str]:
+        """The users with a connection here in `room`."""
+        with self._lock:
+            return list(self._room_users.get(room, ()))
+
     def room_is_active(self, room: str) -> bool:
         """Somebody here is in `room`."""
         return room in self._room_users

@@ -131,6 +131,7 @@ def index() -> Any:
         username=user,
         max_message_length=parts_of().settings.max_message_length,
         history_limit=parts_of().settings.history_limit,
+        max_rooms=parts_of().settings.max_rooms_per_connection,
     )
 
 

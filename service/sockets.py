@@ -64,6 +64,13 @@ class SocketIOBroadcaster:
     def enter_user(self, sid: str, user: str) -> None:
         self.socketio.server.enter_room(sid, USER_PREFIX + user, namespace="/")
 
+    def emit_to_connection(self, event: str, data: Any, sid: str) -> None:
+        # The connection is this process's: nothing to publish to the others.
+        self.socketio.server.emit(event, data, to=sid, namespace="/", ignore_queue=True)
+
+    def spawn(self, task: Callable[[], None]) -> None:
+        self.socketio.start_background_task(task)
+
 
 def refuse_reserved_events(socketio: SocketIO, chat: ChatService, telemetry: Telemetry) -> None:
     """Only the transport's own connect and disconnect reach the lifecycle handlers.

@@ -475,16 +475,19 @@ def sidebar_text(person: Person) -> str:
     return person.page.locator("#sidebar").inner_text()
 
 
-def room_drawer_screenshots(page: Page, name: str) -> None:
-    """The phone's room list (the sidebar drawer) open, light and dark; then back to desktop."""
+def room_drawer_screenshots(page: Page, name: str, drawer: str = "rooms") -> None:
+    """The phone's room list (the sidebar drawer; or with `drawer="members"` the member list)
+    open, light and dark; then back to desktop."""
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(300)
-    page.locator("#toggle-rooms").click()
-    expect(page.locator("body")).to_have_class(re.compile(r"\brooms-open\b"))
+    page.locator(f"#toggle-{drawer}").click()
+    expect(page.locator("body")).to_have_class(re.compile(rf"\b{drawer}-open\b"))
+    panel = "#sidebar" if drawer == "rooms" else "#members-panel"
+    wait_until(lambda: fully_in_view(page, panel))  # after the slide-in
     for scheme in ("light", "dark"):
         page.emulate_media(color_scheme=scheme)
         page.wait_for_timeout(300)
-        screenshot(page, f"{name}-drawer-{scheme}")
+        screenshot(page, f"{name}-{'' if drawer == 'rooms' else drawer + '-'}drawer-{scheme}")
     page.keyboard.press("Escape")
     page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
@@ -634,6 +637,207 @@ def test_a_private_room_is_joined_by_invitation_and_a_third_sees_nothing(
         bob.page.locator(f'#private-rooms .room-button[data-room="{room}"] .room-name')
     ).to_have_text(title)
     expect(bob.page.locator("#room-title")).to_have_text(title)
+
+
+def create_private_room(person: Person, title: str) -> str:
+    """Create a private room from the join form; returns its id (it is then in view)."""
+    person.page.fill("#join-input", title)
+    person.page.check("#join-private")
+    person.page.press("#join-input", "Enter")
+    expect(person.page.locator("#room-title")).to_have_text(title)
+    room = person.page.locator("#private-rooms .room-button", has_text=title).get_attribute(
+        "data-room"
+    )
+    assert room is not None
+    return room
+
+
+def test_a_direct_message_found_at_login_counts_what_came_while_away(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url, unique("bob"), sign_up=False)
+    chat_server.login(bob.name)  # registered, but not on the page: offline
+    dm = direct_id(alice.name, bob.name)
+    alice.page.fill("#dm-input", bob.name)
+    alice.page.press("#dm-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(bob.name)
+    alice.say("are you there?")
+    alice.say("call me when you are back")
+    alice.wait_for_texts(["are you there?", "call me when you are back"])
+
+    # Bob comes: the conversation is under Direct messages with what he has not read.
+    log_in(bob)
+    bob_dm = bob.page.locator(f'#dm-list .room-button[data-room="{dm}"]')
+    expect(bob_dm.locator(".room-name")).to_have_text(alice.name)
+    expect(bob_dm.locator(".room-unread")).to_have_text("2")
+    expect(bob_dm).to_have_attribute("aria-label", re.compile(r", 2 unread messages$"))
+    expect(bob.page).to_have_title(re.compile(r"^\(2\) "))
+    expect(bob.page.locator("#welcome")).to_be_visible()  # nothing opens by itself
+    screenshots_everywhere(bob.page, "dm-unread-at-login")
+    room_drawer_screenshots(bob.page, "dm-unread-at-login")
+    bob_dm.click()
+    expect(bob.page.locator("#room-title")).to_have_text(alice.name)
+    bob.wait_for_texts(["are you there?", "call me when you are back"])
+    expect(bob_dm.locator(".room-unread")).to_have_count(0)
+    expect(bob.page).not_to_have_title(re.compile(r"^\("))
+
+    # Read here, it counts from there: only what came during his next absence is unread.
+    bob.join(unique("elsewhere"))
+    bob.page.get_by_role("button", name="Log out").click()
+    expect(bob.page).to_have_url(chat_server.url + "/login")
+    alice.say("one more thing")
+    log_in(bob)
+    expect(bob_dm.locator(".room-unread")).to_have_text("1")
+    bob_dm.click()
+    bob.wait_for_texts(["are you there?", "call me when you are back", "one more thing"])
+    expect(bob_dm.locator(".room-unread")).to_have_count(0)
+
+
+def test_on_a_phone_an_invitation_shows_on_the_closed_room_list_button(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url, viewport=PHONE, device_scale_factor=2)
+    title = unique("surprise")
+    room = create_private_room(alice, title)
+    toggle = bob.page.locator("#toggle-rooms")
+    badge = bob.page.locator("#total-unread")
+    expect(badge).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-label", "Rooms")
+
+    alice.page.fill("#invite-input", bob.name)
+    alice.page.press("#invite-input", "Enter")
+    expect(alice.page.locator("#invite-status")).to_have_text(f"Invited {bob.name}.")
+    expect(badge).to_have_text("1")
+    expect(toggle).to_have_attribute("aria-label", "Rooms, 1 invitation")
+    assert fully_in_view(bob.page, "#total-unread")
+    expect(bob.page.locator("body")).not_to_have_class(re.compile(r"\brooms-open\b"))
+    for scheme in ("light", "dark"):
+        bob.page.emulate_media(color_scheme=scheme)
+        bob.page.wait_for_timeout(300)
+        screenshot(bob.page, f"phone-invitation-badge-{scheme}")
+    bob.page.emulate_media(color_scheme="light")
+
+    # A direct message adds its unread count to the same badge.
+    alice.page.locator(f'#members .member[data-user="{alice.name}"]').wait_for()
+    alice.page.fill("#dm-input", bob.name)
+    alice.page.press("#dm-input", "Enter")
+    expect(alice.page.locator("#room-title")).to_have_text(bob.name)
+    alice.say("did you see it?")
+    expect(badge).to_have_text("2")
+    expect(toggle).to_have_attribute("aria-label", "Rooms, 1 unread message, 1 invitation")
+
+    toggle.click()
+    invitation = bob.page.locator(f'#invitations .invitation[data-room="{room}"]')
+    expect(invitation).to_be_in_viewport()
+    invitation.get_by_role("button", name=re.compile("^Join")).click()
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+    expect(bob.page.locator("body")).not_to_have_class(re.compile(r"\brooms-open\b"))
+    expect(badge).to_have_text("1")
+    expect(toggle).to_have_attribute("aria-label", "Rooms, 1 unread message")
+    toggle.click()
+    dm = direct_id(alice.name, bob.name)
+    bob.page.locator(f'#dm-list .room-button[data-room="{dm}"]').click()
+    expect(bob.page.locator("#room-title")).to_have_text(alice.name)
+    expect(badge).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-label", "Rooms")
+
+
+def test_a_refused_invitation_says_why_and_changes_nothing(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    public = unique("square")
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    alice.join(public)
+    bob.join(public)
+    # A public room and a direct conversation take no invitations: no form is offered there.
+    expect(alice.page.locator("#invite-form")).to_be_hidden()
+    alice.page.locator(f'#members .member[data-user="{bob.name}"] .member-dm').click()
+    expect(alice.page.locator("#room-title")).to_have_text(bob.name)
+    expect(alice.page.locator("#invite-form")).to_be_hidden()
+
+    title = unique("inner")
+    room = create_private_room(alice, title)
+    invite, status = alice.page.locator("#invite-input"), alice.page.locator("#invite-status")
+    for name, reason in (
+        ("no spaces!", re.compile(r"^Usernames are 3.32 characters")),  # the page's
+        (alice.name.upper(), re.compile("^you are a member of this room already$")),  # server's
+    ):
+        invite.fill(name)
+        invite.press("Enter")
+        expect(status).to_have_text(reason)
+        expect(status).to_have_class(re.compile(r"\bfield-error\b"))
+        expect(invite).to_have_attribute("aria-invalid", "true")
+        expect(invite).to_have_value(name)  # kept, to be corrected
+        screenshot(alice.page, f"invite-refused-{'page' if ' ' in name else 'server'}")
+    screenshots_everywhere(alice.page, "invite-refused")
+    room_drawer_screenshots(alice.page, "invite-refused", "members")
+    expect(status).to_have_text(re.compile("^you are a member of this room already$"))
+    invite.fill(bob.name)  # typing clears the error
+    expect(status).to_be_hidden()
+    expect(invite).not_to_have_attribute("aria-invalid", "true")
+    # Nothing happened: bob has no invitation, alice is still the room's one member.
+    expect(bob.page.locator("#invitations-box")).to_be_hidden()
+    assert bob.page.request.get(chat_server.url + "/conversations").json()["invitations"] == []
+    expect(alice.page.locator("#members .member")).to_have_count(1)
+    expect(alice.page.locator("#room-title")).to_have_text(title)
+    assert room.startswith("_p:")
+
+
+def test_leaving_a_private_room_takes_it_away_and_its_id_is_refused(
+    chat_server: ChatServer, open_person: Callable[..., Person]
+) -> None:
+    alice = open_person(chat_server.url)
+    bob = open_person(chat_server.url)
+    bob.watch.allow(http_status_failure(403))
+    title = unique("council")
+    room = create_private_room(alice, title)
+    alice.page.fill("#invite-input", bob.name)
+    alice.page.press("#invite-input", "Enter")
+    bob.page.locator(f'#invitations .invitation[data-room="{room}"]').get_by_role(
+        "button", name=re.compile("^Join")
+    ).click()
+    expect(bob.page.locator("#room-title")).to_have_text(title)
+    alice.say("welcome")
+    bob.wait_for_texts(["welcome"])
+    # Bob has the chat open in a second tab too, in the same room.
+    second = bob.page.context.new_page()
+    second_watch = PageWatch(second)
+    second.goto(chat_server.url + "/")
+    expect(second.locator("#room-title")).to_have_text(title)
+    second_listed = second.locator(f'#private-rooms .room-button[data-room="{room}"]')
+    expect(second_listed).to_have_count(1)
+
+    bob.page.get_by_role("button", name="Leave").click()
+    bob_listed = bob.page.locator(f'#private-rooms .room-button[data-room="{room}"]')
+    expect(bob_listed).to_have_count(0)
+    expect(bob.page.locator("#private-rooms-empty")).to_be_visible()
+    expect(bob.page.locator("#welcome")).to_be_visible()
+    assert title not in sidebar_text(bob)
+    expect(alice.page.locator("#members .member")).to_have_count(1)
+    expect(alice.page.locator("#messages .system-note").last).to_have_text(f"{bob.name} left")
+    # The other tab lost it too (the server's `removed`), and hears nothing more of it.
+    expect(second_listed).to_have_count(0)
+    expect(second.locator("#welcome")).to_be_visible()
+    alice.say("after you left")
+    alice.wait_for_texts(["welcome", "after you left"])
+    screenshots_everywhere(bob.page, "private-left")
+
+    # Its id is refused now, with the server's reason under the join form.
+    bob.page.fill("#join-input", room)
+    bob.page.press("#join-input", "Enter")
+    expect(bob.page.locator("#join-error")).to_have_text(
+        "this conversation is private: you need an invitation"
+    )
+    expect(bob_listed).to_have_count(0)
+    expect(bob.page.locator("#welcome")).to_be_visible()
+    screenshots_everywhere(bob.page, "private-left-refused")
+    room_drawer_screenshots(bob.page, "private-left-refused")  # the phone's list shows it
+    assert "after you left" not in bob.page.content() + second.content()
+    second_watch.assert_clean(chat_server.url)
+    second.close()
 
 
 def test_one_day_divider_per_day_with_join_and_leave_notices_between(

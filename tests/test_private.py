@@ -39,6 +39,8 @@ def test_stores_keep_access_invitations_and_lists(new_store: StoreFactory) -> No
     store.create_private(room, "plans", "alice")
     assert store.private_name(room) == "plans"
     assert store.has_access(room, "alice") and not store.has_access(room, "bob")
+    assert store.have_access(room, ["bob", "alice"]) == [False, True]
+    assert store.have_access("_p:ffffffffffffffff", ["alice"]) == [False]
     assert not store.admit(room, "bob")  # no invitation
     assert store.invite(room, "bob", Conversation(room, "private", "plans", "alice"))
     assert not store.invite(room, "alice", Conversation(room, "private", "plans", "alice"))
@@ -239,12 +241,43 @@ def test_a_private_room_is_joined_by_invitation_only(chat: InProcessChat) -> Non
         assert alice.emit("invite", {"room": target, "user": "bob"}, callback=True)["error"] == (
             "invalid_room"
         )
+    # nor of yourself (as with open_dm): a refusal the page can show
+    refused = alice.emit("invite", {"room": room, "user": "ALICE"}, callback=True)
+    assert refused["error"] == "invalid_username"
     # a room id nobody created is refused like one the user is not invited to
     assert carol.emit("join", {"room": "_p:ffffffffffffffff"}, callback=True)["error"] == (
         "not_invited"
     )
     assert carol.emit("join", {"room": "_p:nothex"}, callback=True)["error"] == "invalid_room"
     assert carol.emit("join", {"room": "_dm:bob:alice"}, callback=True)["error"] == "invalid_room"
+
+
+def test_leaving_a_private_room_takes_every_tab_of_the_user_out(chat: InProcessChat) -> None:
+    alice_http, bob_http = chat.user("alice"), chat.user("Bob")
+    alice = chat.socket(alice_http)
+    bob_tab, bob_other_tab = chat.socket(bob_http), chat.socket(bob_http)
+    room = alice.emit("create_private", {"name": "plans"}, callback=True)["room"]
+    assert alice.emit("invite", {"room": room, "user": "bob"}, callback=True)["ok"]
+    for sock in (alice, bob_tab, bob_other_tab):
+        assert sock.emit("join", {"room": room}, callback=True)["ok"]
+    for sock in (alice, bob_tab, bob_other_tab):
+        sock.get_received()
+    with capture_logs() as logs:
+        assert bob_tab.emit("leave", {"room": room}, callback=True) == {"ok": True, "room": room}
+    # the tab that did not ask is told; the one that did has its ack
+    assert chat.received(bob_other_tab, "removed") == [{"room": room}]
+    assert chat.received(bob_tab, "removed") == []
+    assert [(e["user"], e["reason"], e["members"]) for e in events(logs, "room_left")] == [
+        ("Bob", "leave", 2),
+        ("Bob", "leave", 1),
+    ]
+    assert len({e["sid"] for e in events(logs, "room_left")}) == 2
+    assert [d["members"] for d in chat.received(alice, "left")] == [["Bob", "alice"], ["alice"]]
+    assert alice.emit("message", {"room": room, "text": "gone?"}, callback=True)["ok"]
+    assert chat.received(bob_other_tab, "message") == []
+    refused = bob_other_tab.emit("message", {"room": room, "text": "x"}, callback=True)
+    assert refused["error"] == "not_invited"
+    assert chat.metric("chat_room_members", room="_private") == 1.0
 
 
 def test_private_text_can_be_logged_on_purpose(make_app: Any) -> None:

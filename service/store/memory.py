@@ -129,6 +129,11 @@ class MemoryStore:
         with self._lock:
             return user in self._access.get(room, ())
 
+    def have_access(self, room: str, users: list[str]) -> list[bool]:
+        with self._lock:
+            allowed = self._access.get(room, set())
+            return [user in allowed for user in users]
+
     def invite(self, room: str, user: str, invitation: Conversation) -> bool:
         with self._lock:
             if user in self._access.get(room, ()):

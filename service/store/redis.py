@@ -457,6 +457,13 @@ class RedisStore:
     def has_access(self, room: str, user: str) -> bool:
         return bool(self._redis.sismember(self._key("access", room), user))
 
+    def have_access(self, room: str, users: list[str]) -> list[bool]:
+        key = self._key("access", room)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.sismember(key, user)
+            return [bool(found) for found in pipe.execute()]
+
     def invite(self, room: str, user: str, invitation: Conversation) -> bool:
         entry = json.dumps([invitation.title, invitation.by])
         return bool(self._invite(args=[self.prefix, room, user, entry]))

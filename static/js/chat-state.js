@@ -7,6 +7,8 @@ export const ROOM_NAME = /^[A-Za-z0-9.-][A-Za-z0-9_.-]{0,63}$/; // "_" first is 
 export const DIRECT_ID = /^_dm:([a-z0-9_.-]{3,32}):([a-z0-9_.-]{3,32})$/;
 export const PRIVATE_ID = /^_p:[0-9a-f]{16}$/;
 export const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/;
+/** Read marks kept (the oldest go first): a user's list holds at most 1000 conversations. */
+const MAX_READ_MARKS = 1000;
 
 /** What a room id is: "direct", "private" or "public". */
 export function roomKind(id) {
@@ -32,10 +34,14 @@ export class ChatState {
   /** Pending invitations: room id -> {name, by}. */
   invitations = new Map();
 
+  /** Direct conversations and private rooms: room id -> {epoch, id} of the last message read. */
+  #readMarks = null;
+
   constructor(me) {
     /** The reader's username. */
     this.me = me;
     this.storageKey = `chat.rooms.${me}`;
+    this.readKey = `chat.read.${me}`;
   }
 
   /** The RoomView in view, or undefined. */
@@ -67,6 +73,47 @@ export class ChatState {
     this.invitations = new Map(
       entries(ack.invitations).map((c) => [c.room, { name: String(c.name ?? ""), by: String(c.by ?? "") }]),
     );
+  }
+
+  // -- what the reader has read in each private conversation (kept in this browser) ----------
+
+  /** The last message id the reader saw in direct conversation or private room `id` (0: none). */
+  lastRead(id, epoch) {
+    const mark = this.#marks().get(id);
+    return mark && mark.epoch === epoch ? mark.id : 0;
+  }
+
+  /** The reader has seen `room` (a RoomView) up to its last id: remember it. */
+  markRead(room) {
+    if (roomKind(room.name) === "public" || room.epoch === null || room.lastId === 0) return;
+    const marks = this.#marks();
+    const mark = marks.get(room.name);
+    if (mark && mark.epoch === room.epoch && mark.id >= room.lastId) return;
+    marks.delete(room.name); // the most recently read last
+    marks.set(room.name, { epoch: room.epoch, id: room.lastId });
+    while (marks.size > MAX_READ_MARKS) marks.delete(marks.keys().next().value);
+    try {
+      localStorage.setItem(this.readKey, JSON.stringify([...marks]));
+    } catch {
+      // Private mode or full storage: unread counts start from nothing read after a reload.
+    }
+  }
+
+  #marks() {
+    if (this.#readMarks !== null) return this.#readMarks;
+    this.#readMarks = new Map();
+    try {
+      const saved = JSON.parse(localStorage.getItem(this.readKey) ?? "[]");
+      for (const entry of Array.isArray(saved) ? saved : []) {
+        const [id, mark] = Array.isArray(entry) ? entry : [];
+        if (typeof id === "string" && Number.isInteger(mark?.id) && typeof mark.epoch === "string") {
+          this.#readMarks.set(id, { epoch: mark.epoch, id: mark.id });
+        }
+      }
+    } catch {
+      // Unreadable: nothing read yet.
+    }
+    return this.#readMarks;
   }
 
   // -- persistence: the rooms you were in come back on reload and after a reconnect -------------

@@ -62,6 +62,7 @@ const ui = {
 const state = new ChatState(document.body.dataset.username);
 const maxLength = Number(document.body.dataset.maxMessageLength) || 2000;
 const historyLimit = Number(document.body.dataset.historyLimit) || 50;
+const maxRooms = Number(document.body.dataset.maxRooms) || 50;
 
 // The parts call each other only through what they are given here; the arrows reach parts
 // built further down (they run on events, after everything is built).
@@ -77,7 +78,7 @@ const drawers = new Drawers(ui);
 const scroll = new MessageScroll(ui, state);
 const sending = new Sending({ state, ui, connection, scroll, maxLength, catchUp: (room) => sync.catchUp(room) });
 const pane = new RoomPane({ state, ui, drawers, scroll, sending, renderRoomLists: () => sidebar.render() });
-const sidebar = new Sidebar({ state, ui, connection, pane, join: (name) => sync.join(name) });
+const sidebar = new Sidebar({ state, ui, connection, pane, join: (name) => sync.join(name), maxRooms });
 const sync = new RoomSync({ state, ui, connection, scroll, sending, pane, sidebar, historyLimit });
 
 // -- start -------------------------------------------------------------------------------------

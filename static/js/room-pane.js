@@ -50,6 +50,7 @@ export class RoomPane {
     const room = state.currentRoom;
     if (room) {
       room.unread = 0;
+      state.markRead(room);
       ui.messages.replaceChildren(room.list);
       ui.input.value = room.draft;
       this.#sending.updateCharCount();

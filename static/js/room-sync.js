@@ -1,7 +1,10 @@
 // Keeping each room true across reconnects: join, rejoin after a reconnect, catch up with
-// `after=` the last id shown, leave; the live `message`, `joined`, `left` and `typing` events;
-// unread counts. Epoch changes (a store that started afresh) are RoomView.applyJoin's to handle.
+// `after=` the last id shown, leave; the live `message`, `joined`, `left`, `removed` and
+// `typing` events; unread counts (in a direct conversation or private room, from the last
+// message read in this browser). Epoch changes (a store that started afresh) are
+// RoomView.applyJoin's to handle.
 import { ApiError, getJSON } from "./api.js";
+import { roomKind } from "./chat-state.js";
 import { RoomView } from "./room-view.js";
 
 const TYPING_SHOWN_MS = 4_000;
@@ -39,6 +42,10 @@ export class RoomSync {
     });
     connection.on("joined", (payload) => this.#membershipChanged(payload, "joined"));
     connection.on("left", (payload) => this.#membershipChanged(payload, "left"));
+    // This connection is out of a private room that the reader left in another tab or window.
+    connection.on("removed", (payload) => {
+      if (typeof payload?.room === "string" && state.rooms.has(payload.room)) this.#forget(payload.room);
+    });
     connection.on("typing", (payload) => {
       const room = state.rooms.get(payload?.room);
       if (!room || typeof payload.user !== "string" || payload.user === state.me) return;
@@ -98,7 +105,17 @@ export class RoomSync {
       state.rooms.set(name, room);
       state.save();
     }
-    this.#scroll.keep(room, () => this.#countUnread(room, room.applyJoin(ack).added));
+    const firstJoin = room.epoch === null && room.messages.size === 0;
+    this.#scroll.keep(room, () => {
+      const { added } = room.applyJoin(ack);
+      // A direct conversation or private room the page had not shown yet: what came after the
+      // last message read here is unread (all of it, in one never opened in this browser).
+      const unread =
+        firstJoin && roomKind(name) !== "public" && Array.isArray(ack.history)
+          ? ack.history.filter((message) => Number.isInteger(message?.id) && message.id > state.lastRead(name, room.epoch))
+          : added;
+      this.#countUnread(room, unread);
+    });
     for (const event of buffered) this.#applyLive(room, event);
     // Always ask once for anything after the last id we have: a message stored between the
     // join's history snapshot and our entering the room's broadcast would otherwise stay unseen.
@@ -143,8 +160,7 @@ export class RoomSync {
   }
 
   async leave(name) {
-    const state = this.#state;
-    const room = state.rooms.get(name);
+    const room = this.#state.rooms.get(name);
     if (!room) return;
     if (this.#connection.connected) {
       const ack = await this.#connection.request("leave", { room: name });
@@ -153,6 +169,14 @@ export class RoomSync {
         return;
       }
     }
+    this.#forget(name);
+    // The Leave button may be gone now: put the focus where the next action is.
+    (this.#state.current ? this.#ui.input : this.#ui.joinInput).focus();
+  }
+
+  /** The page is out of room `name`: it goes from the lists, and another room comes into view. */
+  #forget(name) {
+    const state = this.#state;
     state.rooms.delete(name);
     // Leaving a private room gives up access to it until someone invites you again.
     state.privates.delete(name);
@@ -164,8 +188,6 @@ export class RoomSync {
     state.save();
     this.#pane.renderAll();
     this.#sidebar.refresh();
-    // The Leave button may be gone now: put the focus where the next action is.
-    (state.current ? this.#ui.input : this.#ui.joinInput).focus();
   }
 
   // -- live events ---------------------------------------------------------------------------
@@ -203,9 +225,10 @@ export class RoomSync {
 
   /** Count what others said in a room out of view (or in a hidden tab) as unread. */
   #countUnread(room, added) {
+    const inView = room.name === this.#state.current;
+    if (inView && !document.hidden) this.#state.markRead(room);
     const unseen = added.filter((message) => message.user !== this.#state.me);
     if (unseen.length === 0) return;
-    const inView = room.name === this.#state.current;
     if (!inView || document.hidden) room.unread += unseen.length;
     if (inView) this.#scroll.newBelow();
   }

@@ -1,20 +1,33 @@
-// The room list: your rooms with their member counts and unread badges (and the total in the
-// page title and on the phone's Rooms button), your direct messages and private rooms (with
-// their invitations), the active rooms polled from the server, and the ways into a room: the
-// join form (public or private), the direct-message form and a member's Message button, an
-// invitation's Join, a room button, the welcome page's suggestions.
+// The room list: your rooms with their member counts and unread badges (and the total, with
+// pending invitations, in the page title and on the phone's Rooms button), your direct
+// messages and private rooms (with their invitations; those the page is not in yet are joined
+// on connect, for their unread counts), the active rooms polled from the server, and the ways
+// into a room: the join form (public or private), the direct-message form and a member's
+// Message button, an invitation's Join, a room button, the welcome page's suggestions.
 import { ApiError, getJSON } from "./api.js";
 import { plural } from "./format.js";
 import { ROOM_NAME, USERNAME, isRoomId, roomKind } from "./chat-state.js";
 
 const ROOM_LIST_REFRESH_MS = 4_000;
+/** Room places a connection keeps free for rooms the reader joins by hand (not joined at connect). */
+const PLACES_KEPT_FREE = 10;
 
-/** `title` with the unread total in front; also shows the total on the Rooms button. */
+/**
+ * `title` with what waits for the reader in front: unread messages and pending invitations.
+ * The same number is on the Rooms button, which opens the room list on a phone, so an
+ * invitation that arrives while the list is closed shows there too.
+ */
 export function titleWithUnread(state, ui, title) {
-  let total = 0;
-  for (const room of state.rooms.values()) total += room.unread;
+  let unread = 0;
+  for (const room of state.rooms.values()) unread += room.unread;
+  let invitations = 0;
+  for (const id of state.invitations.keys()) if (!state.rooms.has(id)) invitations += 1;
+  const total = unread + invitations;
+  const waiting = [unread && plural(unread, "unread message"), invitations && plural(invitations, "invitation")].filter(Boolean);
   ui.totalUnread.hidden = total === 0;
-  ui.totalUnread.textContent = String(total);
+  ui.totalUnread.textContent = total > 99 ? "99+" : String(total);
+  ui.totalUnread.title = waiting.join(", ");
+  ui.toggleRooms.setAttribute("aria-label", ["Rooms", ...waiting].join(", "));
   return total > 0 ? `(${total}) ${title}` : title;
 }
 
@@ -27,19 +40,26 @@ export class Sidebar {
   /** The server's rooms with members, `[{name, members}]`, as last polled. */
   #activeRooms = [];
 
-  /** `join(name)` joins a room the reader is not in and resolves with the join's ack. */
-  constructor({ state, ui, connection, pane, join }) {
+  #maxRooms;
+
+  /**
+   * `join(name)` joins a room the reader is not in and resolves with the join's ack;
+   * `maxRooms` is how many rooms the server lets one connection be in.
+   */
+  constructor({ state, ui, connection, pane, join, maxRooms }) {
     this.#state = state;
     this.#ui = ui;
     this.#connection = connection;
     this.#pane = pane;
     this.#join = join;
+    this.#maxRooms = maxRooms;
 
     setInterval(() => this.refresh(), ROOM_LIST_REFRESH_MS);
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) return;
       this.refresh();
       const room = state.currentRoom;
+      if (room) state.markRead(room);
       if (room && room.unread > 0) {
         room.unread = 0;
         this.render();
@@ -120,16 +140,26 @@ export class Sidebar {
     }
   }
 
-  /** Ask the server for the reader's direct messages, private rooms and invitations. */
+  /**
+   * Ask the server for the reader's direct messages, private rooms and invitations, and join
+   * the conversations the page is not in yet, so that what was written in them while the
+   * reader was away shows as unread (and what comes next, live). Invitations are not joined:
+   * joining one accepts it. A connection's room places are kept for rooms joined by hand first:
+   * conversations beyond them stay listed, and join when opened.
+   */
   async loadConversations() {
+    const state = this.#state;
     const ack = await this.#connection.request("conversations", {});
     if (!ack.ok) {
       if (ack.error === "unauthorized") this.#connection.sessionEnded();
       return;
     }
-    this.#state.applyConversations(ack);
-    for (const room of this.#state.rooms.keys()) this.#state.invitations.delete(room);
+    state.applyConversations(ack);
+    for (const room of state.rooms.keys()) state.invitations.delete(room);
     this.#pane.renderAll();
+    const places = this.#maxRooms - PLACES_KEPT_FREE - state.rooms.size;
+    const missing = [...state.directs.keys(), ...state.privates.keys()].filter((room) => !state.rooms.has(room));
+    await Promise.all(missing.slice(0, Math.max(0, places)).map((room) => this.#join(room)));
   }
 
   /** Open (or find) the direct conversation with `user`, join it and show it. */
