@@ -496,6 +496,13 @@ def play_scenario(scraped: Scraped) -> None:
     post(bob, "lobby")
     say(alice2, "dev")
     say(carol1, "extra-1")
+    # A direct conversation and a private room: one aggregate series each, never a name.
+    direct = alice1.request("open_dm", {"user": "erin"})["room"]
+    join(alice1, direct)
+    say(alice1, direct)
+    private = alice1.request("create_private", {"name": "plans"})["room"]
+    join(alice1, private)
+    say(alice1, private)
     rejections(alice1, erin1, bob)
     typing_seen_by(alice1, bob1)
     post(frank, "dev", status=403)
@@ -520,6 +527,8 @@ def play_scenario(scraped: Scraped) -> None:
     say(bob1, "dev")
     post(carol, "extra-1")
     say(erin1, "extra-2")
+    say(alice1, direct)  # their series existed at the last scrape: now they move
+    say(alice1, private)
     rejections(alice1, erin1, bob)
     post(gina, "dev", status=403)
     typing_seen_by(alice1, bob1)
@@ -557,7 +566,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
 
 
 # What the scenario leaves behind, and what each panel must therefore show.
-FINAL_MEMBERS = {"lobby": 1, "quiet": 2, "_other": 2}  # extra-1: carol, extra-2: erin
+FINAL_MEMBERS = {"lobby": 1, "quiet": 2, "_other": 2, "_direct": 1, "_private": 1}
+# extra-1: carol, extra-2: erin; alice in her direct conversation and her private room
 EXERCISED_EVENTS = {
     "connect",
     "disconnect",
@@ -565,6 +575,8 @@ EXERCISED_EVENTS = {
     "leave",
     "message",
     "typing",
+    "open_dm",
+    "create_private",
     "POST /register",
     "POST /login",
     "POST /logout",
@@ -695,7 +707,8 @@ Check = Callable[[Scraped, Result], None]
 EXPECTATIONS: dict[tuple[str, str], Check] = {
     ("Users online", "A"): lambda s, r: pytest.approx(3) == only(r),  # alice, carol, erin
     ("Connections", "A"): lambda s, r: pytest.approx(5) == only(r),  # alice x2, carol x2, erin
-    ("Rooms", "A"): lambda s, r: pytest.approx(4) == only(r),  # lobby, quiet, extra-1, extra-2
+    # lobby, quiet, extra-1, extra-2, alice's direct conversation and private room
+    ("Rooms", "A"): lambda s, r: pytest.approx(6) == only(r),
     ("Messages per second", "A"): lambda s, r: only(r) > 0,
     ("Members beyond the room cap", "A"): lambda s, r: pytest.approx(2) == only(r),
     ("Instances up", "A"): lambda s, r: pytest.approx(1) == only(r),
@@ -718,13 +731,23 @@ EXPECTATIONS: dict[tuple[str, str], Check] = {
     ),
     # dev's series are gone but its messages were scraped twice; quiet never had one.
     ("Messages per second by room (top 10)", "A"): lambda s, r: (
-        set(by(r, "room")) == positive(r, "room") == {"lobby", "dev", "_other"}
+        set(by(r, "room"))
+        == positive(r, "room")
+        == {"lobby", "dev", "_other", "_direct", "_private"}
     ),
     ("Messages per second by door", "A"): lambda s, r: only(r) > 0,
     ("Messages per second by door", "B"): lambda s, r: positive(r, "source") == {"socket", "http"},
     ("Members per room", "A"): lambda s, r: by(r, "room") == FINAL_MEMBERS,
+    ("Direct messages and private rooms: messages per second", "A"): lambda s, r: (
+        set(by(r, "room")) == positive(r, "room") == {"_direct", "_private"}
+    ),
+    ("Direct messages and private rooms: members", "A"): lambda s, r: (
+        by(r, "room") == {"_direct": 1, "_private": 1}
+    ),
     ("Joins and leaves per room", "A"): lambda s, r: (
+        # alice joined her direct conversation and private room once, in phase A
         positive(r, "room") == {"lobby", "dev", "quiet", "_other"}
+        and {"_direct", "_private"} <= set(by(r, "room"))
     ),
     # Leaves that moved between scrapes. dave's leave of extra-2 made an _other series at 1
     # that never moved again, and dev's leaves came as it emptied, its series with them.
@@ -741,9 +764,9 @@ EXPECTATIONS: dict[tuple[str, str], Check] = {
     ("Logins by result, registrations and logouts", "D"): lambda s, r: (
         quiet_except(r, {"username_taken"}, "reason") is None
     ),
-    # The scenario opens no private conversation: both kinds there, at 0.
+    # One direct conversation opened and one private room created.
     ("Logins by result, registrations and logouts", "E"): lambda s, r: (
-        quiet_except(r, set(), "kind") is None and set(by(r, "kind")) == {"direct", "private"}
+        positive(r, "kind") == set(by(r, "kind")) == {"direct", "private"}
     ),
     ("Logins by result, registrations and logouts", "F"): lambda s, r: only(r) == 0,
     # 8 = six in phase A, gina and frank again in B; 4 = three bad in A, one in B.
@@ -833,7 +856,7 @@ def test_variables_list_what_was_scraped(scraped: Scraped) -> None:
         )
     assert values["job"] == {JOB}
     assert values["instance"] == {f"127.0.0.1:{scraped.server.port}"}
-    assert values["room"] == {"lobby", "dev", "quiet", "_other"}
+    assert values["room"] == {"lobby", "dev", "quiet", "_other", "_direct", "_private"}
 
 
 @pytest.mark.prometheus
