@@ -10,7 +10,7 @@ from Python to a Python function or bound method inline, without a new C frame; 
 - the outermost layer called as an object rather than as its bound method: 64.3 KB against
   63.1-63.5 KB;
 - `Flask.__call__` (which only calls `wsgi_app`) skipped, and three service layers over the
-  Socket.IO middleware made two (`WSGIGuard`, `FrontDoor`): 67.2 -> 63.5 -> 59.2 KB. The
+  Socket.IO middleware made two (`WSGIGuard`, `FrontDoor`): 66.4-66.8 -> 63.5 -> 59.2 KB. The
   cost comes in steps, not per frame (taking one of three layers away saved nothing, two
   saved 4 KB): probably a page of the green thread's frame stack, not measured further.
 
