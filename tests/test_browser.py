@@ -385,6 +385,12 @@ def test_two_people_chat_both_ways_and_another_room_sees_nothing(
     assert seen_by_alice[0]["time"] == sent.astimezone(ZoneInfo("Asia/Kolkata")).strftime("%H:%M")
     in_new_york = sent.astimezone(ZoneInfo("America/New_York"))
     assert seen_by_bob[0]["time"] == in_new_york.strftime("%I:%M %p").lstrip("0")
+    # Whatever the hour of the run: an hour after midnight, as each locale writes it
+    # (19:12 UTC is 00:42 in Kolkata, where en-GB writes "00:42", not "0:42").
+    local_time = "import('/static/js/format.js').then((m) => m.localTime(new Date(%r)))"
+    instant = "2026-11-26T19:12:00Z"
+    assert alice.page.evaluate(local_time % instant) == "00:42"
+    assert bob.page.evaluate(local_time % instant).replace("\u202f", " ") == "2:12 PM"
 
     # Carol, in another room, sees none of it, but sees the room and its count in the list.
     carol_room = carol.page.locator(f'#other-rooms .room-button[data-room="{room}"]')

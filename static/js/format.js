@@ -1,6 +1,7 @@
 // Presentation of times and counts, in the reader's own locale and time zone.
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+// The locale's own short time: "00:42" in en-GB, "12:42 AM" in en-US ("hour: numeric" wrote "0:42").
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "medium" });
 const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "long", month: "long", day: "numeric" });
 const yearDayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "long" });
