@@ -33,9 +33,7 @@ def inline(app: Any) -> Any:
         return inline(wsgi_app)
     if isinstance(app, types.FunctionType | types.MethodType):
         return app
-    call = vars(type(app)).get("__call__") or next(
-        (vars(base)["__call__"] for base in type(app).__mro__ if "__call__" in vars(base)), None
-    )
+    call = next((vars(c)["__call__"] for c in type(app).__mro__ if "__call__" in vars(c)), None)
     if isinstance(call, types.FunctionType):
         return types.MethodType(call, app)
     return app

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import websocket
-from chatserver import ChatServer
+from chatserver import ChatServer, wait_until
 from hostile_support import chat_websocket, session_cookie
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -185,7 +185,8 @@ def test_a_scrape_answered_below_flask_is_what_the_route_answers(
         names = {family.name for family in text_string_to_metric_families(fast.text)}
         assert {"chat_http_requests", "chat_room_members", "process_cpu_seconds"} <= names
 
-    scrapes = wait_until_logged(server, 3)
+    wait_until(lambda: len(server.logged("http_request", path="/metrics")) >= 3)
+    scrapes = server.logged("http_request", path="/metrics")
     assert [(e["method"], e["status"], e["remote_addr"]) for e in scrapes] == [
         ("HEAD", 200, "127.0.0.1"),
         ("GET", 200, "127.0.0.1"),
@@ -201,16 +202,6 @@ def test_a_scrape_answered_below_flask_is_what_the_route_answers(
         == 1
     )
     assert server.metric("chat_event_duration_seconds_count", event="GET /metrics") == 4
-
-
-def wait_until_logged(server: ChatServer, count: int) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        found = server.logged("http_request", path="/metrics")
-        if len(found) >= count:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{count} http_request lines for /metrics: {server.output()}")
 
 
 def test_the_wsgi_layers_over_a_connection_are_two_and_called_inline(make_app: Any) -> None:
